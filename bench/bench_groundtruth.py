@@ -3,17 +3,23 @@ trees of depth 3 with mutually exclusive siblings, with and without the low-rank
 measured in the same run (one dense matmul of the same true activations, [1M, 1024] @ [1024, 128], in 64k-row
 chunks).
 
-    python bench/bench_groundtruth.py [--n 1000000] [--before old_synthetic.py] [--leaderboard]
+    python bench/bench_groundtruth.py [--n 1000000] [--threads 1] [--repeat 3] [--before old/synthetic.py]
+                                      [--leaderboard]
 
-`--before` also times another version of synthetic.py (e.g. a saved copy of an older sampler) in the same run.
+`--before` also times another version of synthetic.py in the same run. Freeze one with its sampler first:
+`mkdir -p /tmp/gtbase/before && cp toymodels/groundtruth/{synthetic,sampling}.py /tmp/gtbase/before/`, rename
+sampling.py to sampling_before.py and point synthetic.py's `from toymodels.groundtruth.sampling import` at
+`from sampling_before import` (the folder is put on sys.path). Times are medians of `--repeat` runs.
 `--leaderboard` also times the default leaderboard (sweeps/benchmark.yaml). Times are wall clock and CPU time
 of this process (CPU time is steadier on a shared machine).
 """
 
 import argparse
 import importlib.util
+import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,6 +27,7 @@ from toymodels.groundtruth import synthetic
 
 
 def _load(path):
+    sys.path.insert(0, str(Path(path).resolve().parent))
     spec = importlib.util.spec_from_file_location("synthetic_before", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["synthetic_before"] = mod
@@ -28,21 +35,25 @@ def _load(path):
     return mod
 
 
-def _time_sampler(mod, label: str, n: int) -> dict:
+def _time_sampler(mod, label: str, n: int, repeat: int) -> dict:
     out = {}
     for corr in ("none", "low_rank"):
         d = mod.Dictionary(mod.SyntheticConfig(correlation=corr, n_roots=16, depth=3))
-        t, c = time.perf_counter(), time.process_time()
-        ds = d.sample(n)
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        walls, cpus = [], []
+        for _ in range(repeat):
+            t, c = time.perf_counter(), time.process_time()
+            ds = d.sample(n)
+            walls.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
         emp = torch.bincount(ds.acts_cols, minlength=d.cfg.n_features) / n
         p = d.density.double()
         z = float(((emp - p).abs() / (p * (1 - p) / n).sqrt().clamp_min(1e-12)).max())
-        print(f"{label:>6s} sample {n} ({corr:>8s}): {wall:6.2f}s wall, {cpu:6.2f}s cpu, "
-              f"mean L0 {ds.mean_l0():.3f} "
-              f"(expected {d.expected_l0:.3f}), worst firing-rate z-score {z:.1f}, "
-              f"copula clip fraction {ds.meta.get('copula_clip_fraction', 0.0):.2e}", flush=True)
-        out[corr] = cpu
+        print(f"{label:>6s} sample {n} ({corr:>8s}): {wall:6.2f}s wall, {cpu:6.2f}s cpu (medians of {repeat}), "
+              f"mean L0 {ds.mean_l0():.3f} (expected {d.expected_l0:.3f}), worst firing-rate z-score {z:.1f}",
+              flush=True)
+        out[corr] = (wall, cpu)
+        del ds
     return out
 
 
@@ -51,12 +62,16 @@ def main():
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--before", default=None, help="path of another synthetic.py to time in the same run")
     ap.add_argument("--leaderboard", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (the sampler uses as many)")
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    t = {"now": _time_sampler(synthetic, "now", a.n)}
+    torch.set_num_threads(a.threads)
+    t = {"now": _time_sampler(synthetic, "now", a.n, a.repeat)}
     if a.before:
-        t["before"] = _time_sampler(_load(a.before), "before", a.n)
+        t["before"] = _time_sampler(_load(a.before), "before", a.n, a.repeat)
         for corr in ("none", "low_rank"):
-            print(f"speed-up ({corr}): {t['before'][corr] / t['now'][corr]:.1f}x (cpu time, same run)")
+            (bw, bc), (nw, nc) = t["before"][corr], t["now"][corr]
+            print(f"speed-up ({corr}, {a.threads} thread(s), same run): {bw / nw:.1f}x wall, {bc / nc:.1f}x cpu")
     V = torch.randn(1024, 128)
     c = time.process_time()
     for s in range(0, a.n, 1 << 16):
@@ -64,7 +79,7 @@ def main():
         A @ V
     ref = time.process_time() - c
     print(f"reference dense realisation: {ref:.2f}s cpu; sampler/reference (low_rank) = "
-          f"{t['now']['low_rank'] / ref:.2f}")
+          f"{t['now']['low_rank'][1] / ref:.2f}")
     if a.leaderboard:
         from toymodels.experiments import compose, to_object
         from toymodels.groundtruth.benchmark import run_benchmark

@@ -56,18 +56,21 @@ def test_copula_joint_firing_is_exact(p_max):
 
 
 def test_guided_search_matches_searchsorted():
+    import numpy as np
+
     from toymodels.groundtruth.sampling import GuidedSearch
 
-    g = torch.Generator().manual_seed(0)
-    steps = torch.rand(5000, generator=g, dtype=torch.float64)
+    g = np.random.default_rng(0)
+    steps = g.random(5000)
     steps[1000:3000] = 1e-9  # a crowded stretch of tiny intervals
     steps[3000:3010] = 0.0  # and empty ones
-    a = torch.cumsum(steps, 0)
-    x = torch.rand(20_000, generator=g, dtype=torch.float64) * a[-1]
+    a = np.cumsum(steps)
+    x = g.random(20_000) * a[-1]
     x[:5] = a[[0, 1500, 2999, 3005, -1]]  # exactly on boundaries
-    want = torch.searchsorted(a, x).clamp(max=len(a) - 1)
-    assert torch.equal(GuidedSearch(a)(x), want)
-    assert torch.equal(GuidedSearch(a, bins=7)(x), want)
+    for side in ("left", "right"):
+        want = np.searchsorted(a, x, side=side).clip(max=len(a) - 1)
+        for bins in (None, 7):
+            assert np.array_equal(GuidedSearch(a, bins)(x.copy(), right=side == "right"), want)
 
 
 def test_low_rank_copula_correlates_features():

@@ -1,5 +1,6 @@
 """SAE zoo: packing equals one-by-one, SAELens round-trip for every architecture, validation, CLI."""
 
+import dataclasses
 import json
 
 import pytest
@@ -23,13 +24,18 @@ def _cfgs(d=16):
 TC = SAETrainConfig(steps=30, batch_size=128, lr=3e-3, dead_after=256, log_every=10, progress=False)
 
 
-def test_packed_equals_one_by_one():
+@pytest.mark.parametrize("schedules", [False, True])
+def test_packed_equals_one_by_one(schedules):
+    """Also with the schedules on: k annealing (k_start), dead-latent resampling, per-SAE prefix weights."""
     X = _data()
-    cfgs = [SAEConfig(variant=v, d_in=16, d_sae=24, k=k, seed=s)
+    extra = dict(k_start=8, prefix_weights=[0.1, 0.2, 0.5, 1.0]) if schedules else {}
+    tc = dataclasses.replace(TC, resample_every=5, resample_until=1.0) if schedules else TC
+    cfgs = [SAEConfig(variant=v, d_in=16, d_sae=24, k=k, seed=s, **{**extra, "prefix_weights": None}
+                      if v != "matryoshka" or (k, s) == (3, 1) else {**extra})
             for v in VARIANTS for k, s in ((3, 1), (5, 2))]
-    together = train_saes(cfgs, X, TC)
+    together = train_saes(cfgs, X, tc)
     for cfg, a in zip(cfgs, together, strict=True):
-        (b,) = train_saes([cfg], X, TC)
+        (b,) = train_saes([cfg], X, tc)
         for name, t in a.tensors().items():
             torch.testing.assert_close(t, b.tensors()[name], rtol=1e-4, atol=1e-5, msg=f"{cfg.label} {name}")
         assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-4)
@@ -87,7 +93,9 @@ def test_iterator_data_and_no_grad():
 @pytest.mark.parametrize("kw, field", [
     (dict(k=30, d_sae=24), "k"), (dict(variant="bogus"), "variant"), (dict(d_sae=0), "d_sae"),
     (dict(variant="matryoshka", d_sae=24, prefixes=[8, 4, 24]), "prefixes"),
-    (dict(bandwidth=0), "bandwidth")])
+    (dict(bandwidth=0), "bandwidth"), (dict(k=4, k_start=3), "k_start"),
+    (dict(variant="matryoshka", d_sae=24, prefix_weights=[1, 1]), "prefix_weights"),
+    (dict(threshold_lr_scale=0), "threshold_lr_scale")])
 def test_config_errors_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=rf"^{field}:"):
         SAEConfig(**kw)
@@ -100,6 +108,45 @@ def test_data_errors():
         train_saes([SAEConfig(d_in=16)], torch.zeros(10, 16, dtype=torch.long), TC)
     with pytest.raises(ConfigError, match="^warmup_steps:"):
         SAETrainConfig(steps=10, warmup_steps=10)
+    with pytest.raises(ConfigError, match="^resample_until:"):
+        SAETrainConfig(resample_until=1.5)
+
+
+@pytest.mark.parametrize("variant", ["relu_april", "topk", "jumprelu", "gated"])
+def test_resample_reinitialises_dead_latents(variant):
+    """A dead latent gets the unit residual direction of the worst-reconstructed sample as decoder row and
+    encoder column, and its Adam moments are cleared; live latents and their moments are untouched."""
+    from toymodels.sae.resample import resample_dead
+    from toymodels.sae.train import CLASSES
+
+    X = _data()[:128]
+    m = CLASSES[variant]([SAEConfig(variant=variant, d_in=16, d_sae=24, k=3, seed=s) for s in (0, 1)])
+    opt = torch.optim.Adam(m.param_groups(), lr=1e-3)
+    losses, _ = m.loss_terms(X, 0.5)
+    sum(losses.values()).sum().backward()
+    opt.step()
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    with torch.no_grad():
+        m.eval()
+        resid_BD = X - m.decode(m.encode(X))[1]
+        m.train()
+    worst = resid_BD.pow(2).sum(-1).argsort(descending=True)[:2]
+    want_2D = torch.nn.functional.normalize(resid_BD[worst], dim=-1)
+    dead = torch.zeros(2, 24, dtype=torch.bool)
+    dead[1, [4, 7]] = True
+    assert resample_dead(m, dead, X, opt) == 2
+    W = m.W_dec_KLD[1, [4, 7]].detach()
+    torch.testing.assert_close(torch.nn.functional.normalize(W, dim=-1), want_2D)
+    torch.testing.assert_close(W.norm(dim=-1), before["W_dec_KLD"][1, [4, 7]].norm(dim=-1))
+    enc = torch.nn.functional.normalize(m.W_enc_KDL[1][:, [4, 7]].T.detach(), dim=-1)
+    torch.testing.assert_close(enc, want_2D)  # encoder column along the same direction
+    for n, p in m.named_parameters():  # SAE 0 and SAE 1's live latents untouched
+        torch.testing.assert_close(p[0], before[n][0])
+    keep = [i for i in range(24) if i not in (4, 7)]
+    torch.testing.assert_close(m.W_dec_KLD[1, keep], before["W_dec_KLD"][1, keep])
+    state = opt.state[m.W_dec_KLD]
+    assert state["exp_avg_sq"][1, [4, 7]].abs().sum() == 0 and state["exp_avg_sq"][1, keep].abs().sum() > 0
+    assert opt.state[m.W_enc_KDL]["exp_avg"][1][:, [4, 7]].abs().sum() == 0
 
 
 def test_divergence_names_the_sae():
@@ -139,7 +186,7 @@ def test_cli_trains_and_exports(tmp_path, capsys):
     assert load_saelens(tmp_path / "o" / "topk-24-s0").k == 4
     save_tensors(tmp_path / "bad.safetensors", {"hidden": torch.zeros(4, 3, 2)})
     assert main(["sae", "train", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "o2")]) == 2
-    assert "hidden must be 2-D" in capsys.readouterr().err
+    assert "hidden must be a 2-D float32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka"])
@@ -151,6 +198,7 @@ def test_sparse_decode_matches_dense(variant):
     for density in (1.0, 0.0):  # always sparse, never sparse
         m = CLASSES[variant]([SAEConfig(variant=variant, d_in=16, d_sae=24, k=k, seed=k) for k in (3, 5)])
         m.sparse_max_density = density
+        m.fast_path = False  # the autograd path (the hand-written one is tests/test_sae_fastpath.py)
         losses, _ = m.loss_terms(X, 0.5)
         sum(losses.values()).sum().backward()
         grads.append([p.grad.clone() for p in (m.W_dec_KLD, m.W_enc_KDL, m.b_dec_KD)])
@@ -172,3 +220,17 @@ def test_batchtopk_keeps_exactly_the_batch_top_k():
             ref = torch.zeros(128 * 24, dtype=torch.bool)
             ref[pre[i].relu().flatten().topk(k * 128).indices] = True
             assert torch.equal(kept[i].flatten(), ref)
+
+
+def test_init_never_starts_at_a_same_seed_dictionary():
+    """Regression: SAE decoders and synthetic dictionaries once both came from manual_seed(seed), so an SAE with
+    the dictionary's seed started *at* the ground truth (MCC 0.99 after 150 steps instead of 0.3)."""
+    from toymodels.groundtruth.synthetic import Dictionary, SyntheticConfig
+    from toymodels.sae.train import CLASSES
+
+    for seed in (0, 1):
+        W_LD = CLASSES["topk"]([SAEConfig(d_in=16, d_sae=24, seed=seed)]).W_dec_KLD[0].detach()
+        plain_LD = torch.nn.functional.normalize(torch.randn(24, 16, generator=torch.Generator().manual_seed(seed)))
+        V_FD = Dictionary(SyntheticConfig(n_features=24, d_model=16, n_roots=0, seed=seed)).vectors
+        for other in (plain_LD, V_FD):
+            assert (W_LD * other).sum(-1).abs().max() < 0.9  # no row starts on its same-index twin

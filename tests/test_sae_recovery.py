@@ -1,6 +1,8 @@
 """Every SAE variant recovers planted features: 64 random unit features in 32 dims, density 0.03, U[0,1]
 magnitudes, SAE width 64. Score: MMCS (mean over true features of the max |cos| to any decoder row)."""
 
+import statistics
+
 import pytest
 import torch
 
@@ -10,13 +12,22 @@ from toymodels.sae import SAEConfig, SAETrainConfig, train_saes
 F, D, WIDTH = 64, 32, 64
 SETTINGS = {  # per-variant hyper-parameters (normalised data, E‖x‖² = d_in); the rest are SAEConfig defaults
     "relu": dict(l1_coeff=1.0), "relu_april": dict(l1_coeff=1.0), "gated": dict(l1_coeff=3.0),
-    "topk": dict(k=4), "batchtopk": dict(k=4), "matryoshka": dict(k=4), "jumprelu": dict(l0_coeff=0.5),
+    "topk": dict(k=4), "jumprelu": dict(l0_coeff=0.5),
+    # the batch-level budget k·B matches the true L0 ≈ 1.9 at the end, with slack (k 4 → 2) early on
+    "batchtopk": dict(k=2, k_start=4),
+    # as BatchTopK, with light inner-prefix weights: equal weights hedge (test_matryoshka_hedges_with_equal_weights)
+    "matryoshka": dict(k=2, k_start=4, prefix_weights=[0.02, 0.02, 0.02, 1.0]),
 }
 TARGET = {"relu": 0.95, "relu_april": 0.95, "gated": 0.95, "topk": 0.99, "batchtopk": 0.99, "matryoshka": 0.99,
           "jumprelu": 0.99}
-"""The issue's acceptance targets (MMCS), asserted as they are."""
+"""The issue's acceptance targets (MMCS), asserted on the median SAE over SEEDS."""
+SEEDS = range(6)
+WORST_SLACK = 0.015
+"""Every seed must reach TARGET − this: a bad seed is one feature shared by two latents (MMCS −0.01 each)."""
 MAX_DEAD = 2
 """Few or no dead latents: at most this many of the 64 never fire on 20k samples."""
+RECIPE = dict(steps=2500, resample_every=250)
+"""Training for the slow acceptance test: dead latents resampled every 250 steps in the first half."""
 
 
 def planted(n=100_000, seed=1):
@@ -26,10 +37,9 @@ def planted(n=100_000, seed=1):
     return X, V_FD
 
 
-def _train(variants, steps):
+def _train(cfgs, steps, **train_kw):
     X, V = planted()
-    cfgs = [SAEConfig(variant=v, d_in=D, d_sae=WIDTH, **SETTINGS[v]) for v in variants]
-    tc = SAETrainConfig(steps=steps, batch_size=1024, lr=5e-3, dead_after=2000, progress=False)
+    tc = SAETrainConfig(steps=steps, batch_size=1024, lr=5e-3, dead_after=2000, progress=False, **train_kw)
     return X, V, train_saes(cfgs, X, tc)
 
 
@@ -39,7 +49,8 @@ def _dead(sae, X):
 
 def test_fast_recovery_topk_and_l1():
     """Cheap default check (one packed call, 800 steps): TopK and the April L1 SAE already near the targets."""
-    X, V, saes = _train(["topk", "relu_april"], steps=800)
+    X, V, saes = _train([SAEConfig(variant=v, d_in=D, d_sae=WIDTH, **SETTINGS[v]) for v in ("topk", "relu_april")],
+                        steps=800)
     scores = {s.cfg.variant: mmcs(s.W_dec, V) for s in saes}
     assert scores["topk"] >= 0.97 and scores["relu_april"] >= 0.95, scores
     assert all(_dead(s, X) <= MAX_DEAD for s in saes), {s.cfg.variant: _dead(s, X) for s in saes}
@@ -47,25 +58,45 @@ def test_fast_recovery_topk_and_l1():
 
 @pytest.fixture(scope="module")
 def all_variants():
-    X, V, saes = _train(list(SETTINGS), steps=2500)  # one call: seven packs on one data stream
+    """Every variant × SEEDS, plus Matryoshka with equal prefix weights, in one call (~5 min on 2 cores)."""
+    cfgs = [SAEConfig(variant=v, d_in=D, d_sae=WIDTH, seed=s, **SETTINGS[v]) for v in SETTINGS for s in SEEDS]
+    cfgs += [SAEConfig(variant="matryoshka", d_in=D, d_sae=WIDTH, seed=s, k=2, k_start=4, name=f"equal-{s}")
+             for s in range(3)]
+    X, V, saes = _train(cfgs, **RECIPE)
+    table = {}
     for s in saes:  # the table, visible with `pytest -s`
-        print(f"{s.cfg.variant:<11} MMCS {mmcs(s.W_dec, V):.4f}  dead {_dead(s, X)}")
-    return X, {s.cfg.variant: s for s in saes}, V
+        key = "matryoshka_equal" if s.cfg.name else s.cfg.variant
+        table.setdefault(key, []).append((mmcs(s.W_dec, V), _dead(s, X)))
+        print(f"{s.cfg.label:<22} MMCS {table[key][-1][0]:.4f}  dead {table[key][-1][1]}")
+    return table
 
 
-# Status (2500 steps, seed 0): relu .999, relu_april .994, gated .999, topk .992, jumprelu .990 pass;
-# batchtopk ≈ .957 and matryoshka ≈ .69 miss the targets (open in the SAE-zoo issue: their decoder rows themselves
-# are mixed, so the inference threshold is not the cause). They are strict xfails at the *real* target: the run
-# reports them as known failures, and turns red the moment they start passing, so the marker must then go.
-KNOWN_SHORTFALL = pytest.mark.xfail(strict=True, reason="open: BatchTopK-family decoder rows mix features here")
+# Measured (2500 steps, seeds 0–5): median MMCS relu .993, relu_april .993, gated .993, topk .992 pass;
+# jumprelu .990 (worst .965), batchtopk .985 (.978) and matryoshka .988 (.977) miss the 0.99 target: in each bad
+# seed one latent covers two features and another is left over. Open in the SAE-zoo issue. They are strict xfails
+# at the *real* target, so the run reports them as known failures and turns red once they pass.
+KNOWN_SHORTFALL = pytest.mark.xfail(strict=True, reason="open: median MMCS 0.985–0.990 < 0.99 (feature pairs "
+                                                         "shared by one latent on some seeds)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=KNOWN_SHORTFALL) if v in ("batchtopk", "matryoshka")
-                                     else v for v in SETTINGS])
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=KNOWN_SHORTFALL)
+                                     if v in ("jumprelu", "batchtopk", "matryoshka") else v for v in SETTINGS])
 def test_variant_recovers_planted_features(all_variants, variant):
-    """Acceptance: MMCS ≥ 0.99 (TopK family, JumpReLU) / ≥ 0.95 (L1, Gated) and few dead latents."""
-    X, saes, V = all_variants
-    score, dead = mmcs(saes[variant].W_dec, V), _dead(saes[variant], X)
-    assert score >= TARGET[variant], f"{variant}: MMCS {score:.4f} < {TARGET[variant]}"
+    """Acceptance: median MMCS over six seeds ≥ 0.99 (TopK family, JumpReLU) / ≥ 0.95 (L1, Gated), every seed
+    within WORST_SLACK of it, and few dead latents."""
+    scores = [m for m, _ in all_variants[variant]]
+    dead = max(d for _, d in all_variants[variant])
+    assert statistics.median(scores) >= TARGET[variant], f"{variant}: MMCS per seed {scores}"
+    assert min(scores) >= TARGET[variant] - WORST_SLACK, f"{variant}: MMCS per seed {scores}"
     assert dead <= MAX_DEAD, f"{variant}: {dead} dead latents"
+
+
+@pytest.mark.slow
+def test_matryoshka_hedges_with_equal_weights(all_variants):
+    """Science check: with equal prefix weights (the plain sum, as SAELens) the narrow inner prefixes must
+    reconstruct features they cannot hold, so their decoder rows mix features (feature hedging) and MMCS falls
+    well below the light-weight recipe's (measured: median 0.84 against 0.99)."""
+    equal = statistics.median(m for m, _ in all_variants["matryoshka_equal"])
+    light = statistics.median(m for m, _ in all_variants["matryoshka"])
+    assert equal < 0.95 and light - equal > 0.05, (equal, light)

@@ -68,6 +68,8 @@ class BenchmarkConfig:
     """SAE batch size (≥ 1)."""
     lr: float = 1e-3
     """SAE learning rate (> 0)."""
+    resample_every: int = 0
+    """Resample dead latents every this many steps in the first half of training (≥ 0; 0 = never)."""
     data_seed: int = 0
     """Seeds the samples (train and eval draws use data_seed and data_seed + 1)."""
     out: str = "results/benchmark"
@@ -83,7 +85,9 @@ class BenchmarkConfig:
         for name in ("n_train", "n_eval", "steps", "batch_size"):
             v = getattr(self, name)
             check(_is_int(v) and v >= 1, name, "an integer ≥ 1", v)
-        check(_is_int(self.data_seed) and self.data_seed >= 0, "data_seed", "an integer ≥ 0", self.data_seed)
+        for name in ("data_seed", "resample_every"):
+            check(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer ≥ 0",
+                  getattr(self, name))
         check(len(self.variants) >= 1 and all(v in VARIANTS for v in self.variants), "variants",
               f"a non-empty list from {', '.join(VARIANTS)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
@@ -158,7 +162,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
     train_ds, eval_ds = load_or_sample(cfg)
     configs = sae_grid(cfg, train_ds.hidden.shape[1])
     tc = SAETrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.data_seed,
-                        progress=cfg.progress)
+                        resample_every=cfg.resample_every, progress=cfg.progress)
     t1 = time.perf_counter()
     saes = train_saes(configs, train_ds.hidden, tc)
     t2 = time.perf_counter()
@@ -201,7 +205,8 @@ def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
 
 
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, width): seed-averaged metrics interpolated at the true L0, ranked by F1."""
+    """Per (variant, width): seed-averaged metrics interpolated at the true L0, ranked by F1; `f1_sd` is the
+    standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
     metrics = [m for m in ("f1", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption", "shrinkage",
                            "dead_frac") if m in df]
     ref = float(df["true_l0"].iloc[0])
@@ -211,6 +216,9 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
         row = {"variant": v, "width": w, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
         for k in metrics:
             row[k], inside = _interp(m["l0"].to_numpy(), m[k].to_numpy(), ref)
+        f1_seeds = [_interp(gs["l0"].to_numpy(), gs["f1"].to_numpy(), ref)[0] for _, gs in g.groupby("seed")]
+        row["f1_sd"] = float(np.std(f1_seeds, ddof=1)) if len(f1_seeds) > 1 else float("nan")
+        row["n_seeds"] = len(f1_seeds)
         row["matched"] = inside
         rows.append(row)
     board = pd.DataFrame(rows).sort_values("f1", ascending=False, kind="stable").reset_index(drop=True)
@@ -226,7 +234,8 @@ def leaderboard_markdown(board: pd.DataFrame, true_l0: float, cfg: BenchmarkConf
              "`*` marks variants whose L0 range does not bracket it (the nearest run is shown).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in board.iterrows():
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        cells = [("–" if np.isnan(r[c]) else f"{r[c]:.3f}") if isinstance(r[c], float) else str(r[c])
+                 for c in cols]
         if not r["matched"]:
             cells[1] += "*"
         lines.append("| " + " | ".join(cells) + " |")

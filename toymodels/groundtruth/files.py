@@ -118,6 +118,10 @@ def load_dataset(path) -> GroundTruthDataset:
     h = t["hidden"]
     _want(path, "hidden", h, 2, torch.float32)
     n, d = h.shape
+    if n < 1 or d < 1:
+        raise DataFileError(f"{path}: hidden is empty (shape {list(h.shape)})")
+    if not bool(torch.isfinite(h).all()):
+        raise DataFileError(f"{path}: hidden contains NaN or inf")
     V = t.get("feature_vectors")
     n_features = meta.get("n_features")
     if V is not None:

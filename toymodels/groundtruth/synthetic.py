@@ -25,10 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
-from toymodels.groundtruth.sampling import TopSampler, sample_children
+from toymodels.groundtruth.sampling import ChildSampler, TopSampler
+from toymodels.seeding import generator
 
 FIRING = ("constant", "linear", "zipf")
 MAGNITUDE_MEANS = ("constant", "linear", "exponential")
@@ -156,13 +158,25 @@ def random_unit_vectors(n: int, d: int, gen: torch.Generator, steps: int = 0) ->
     return V
 
 
+def _csr_matmul_into(out_MD: np.ndarray, indptr, cols, vals, V_FD: np.ndarray):
+    """out = CSR(indptr, cols, vals) @ V, written in place (scipy's kernel, which releases the GIL; a copy
+    of `A @ V` if its private entry point is gone)."""
+    try:
+        from scipy.sparse._sparsetools import csr_matvecs
+    except ImportError:  # pragma: no cover - older/newer scipy layouts
+        out_MD[:] = sparse.csr_array((vals, cols, indptr), shape=(len(out_MD), len(V_FD))) @ V_FD
+        return
+    out_MD.fill(0)
+    csr_matvecs(len(out_MD), len(V_FD), V_FD.shape[1], indptr, cols, vals, V_FD.ravel(), out_MD.ravel())
+
+
 class Dictionary:
     """A built synthetic dictionary: vectors, firing law, hierarchy and copula (all from `cfg.seed`)."""
 
     def __init__(self, cfg: SyntheticConfig):
         self.cfg = cfg
         F = cfg.n_features
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = generator(cfg.seed, "dictionary")  # unrelated to any SAE init seeded with cfg.seed
         self.vectors = random_unit_vectors(F, cfg.d_model, gen, cfg.orthogonality_steps)  # [F, D]
         base = _firing_probs(cfg)
         self.mag_mean = torch.tensor(_magnitude_means(cfg), dtype=torch.float32)  # [F]
@@ -183,6 +197,7 @@ class Dictionary:
         density = np.zeros(F)
         density[self.top.numpy()] = base[self.top.numpy()]
         self.cond: list[torch.Tensor] = []  # per level, [n_parents, branching] P(child | parent)
+        self._kids: list[ChildSampler] = []  # per level, its (float64) sampler
         for kids in self.levels:
             par = self.parent[kids[:, 0]].numpy()
             c = np.minimum(1.0, base[kids.numpy()] / density[par][:, None])
@@ -190,6 +205,7 @@ class Dictionary:
                 c = c / np.maximum(1.0, c.sum(1, keepdims=True))
             density[kids.numpy()] = c * density[par][:, None]
             self.cond.append(torch.tensor(c, dtype=torch.float32))
+            self._kids.append(ChildSampler(kids, c, self.parent, F, cfg.mutually_exclusive))
         self.density = torch.tensor(density, dtype=torch.float32)  # [F] exact marginal firing probabilities
         # copula: each top-level feature loads on one latent factor with a random sign
         T = len(self.top)
@@ -197,7 +213,9 @@ class Dictionary:
         self.factor = torch.randint(cfg.correlation_rank, (T,), generator=gen)  # [T]
         self.sign = torch.randint(2, (T,), generator=gen) * 2 - 1  # [T] ±1
         self.rho = rho
-        self._top = TopSampler(self.density[self.top], self.factor, self.sign, rho)
+        self._top = TopSampler(density[self.top.numpy()], self.factor, self.sign, rho)
+        self._top_sorted = self.top.numpy()[self._top.order]  # sorted position → feature
+        self._mag_mean = self.mag_mean.numpy()
 
     @property
     def loadings(self) -> torch.Tensor:
@@ -210,51 +228,58 @@ class Dictionary:
     def expected_l0(self) -> float:
         return float(self.density.sum())
 
-    def sample(self, n: int, seed: int = 0, chunk: int = 1 << 16):
-        """`n` samples as a GroundTruthDataset (hidden [n, d], true acts as a COO triple); cost O(n · L0 ·
-        d)."""
+    def sample(self, n: int, seed: int = 0, chunk: int = 1 << 14, threads: int | None = None):
+        """`n` samples as a GroundTruthDataset (hidden [n, d], true acts as a COO triple sorted by row); cost
+        O(n · L0 · d). Chunks of `chunk` samples are drawn from their own streams seeded by (seed, chunk
+        index) on `threads` threads (default: torch's), so the samples depend on seed and chunk only."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from toymodels.groundtruth.files import GroundTruthDataset
         from toymodels.progress import progress
 
         check(_is_int(n) and n >= 1, "n_samples", "an integer ≥ 1", n)
-        gen = torch.Generator().manual_seed(int(seed))
+        check(_is_int(chunk) and chunk >= 1, "chunk", "an integer ≥ 1", chunk)
         hidden = torch.empty(n, self.cfg.d_model)
-        rows, cols, vals, clipped = [], [], [], 0
-        for start in progress(range(0, n, chunk), desc="sample"):
+        h_ND, V_FD = hidden.numpy(), self.vectors.numpy()
+        starts = range(0, n, chunk)
+        threads = max(1, min(threads or torch.get_num_threads(), len(starts)))
+
+        def one(i_start):
+            i, start = i_start
             m = min(chunk, n - start)
-            groups, c = self._sample_groups(m, gen)
-            clipped += c
-            h = hidden[start:start + m]
-            for i, (r, f, v) in enumerate(groups):  # each group is sorted by row → one embedding_bag
-                count = torch.bincount(r, minlength=m)
-                off = torch.cumsum(count, 0) - count
-                hb = torch.nn.functional.embedding_bag(f, self.vectors, off, mode="sum", per_sample_weights=v)
-                if i:
-                    h += hb
-                else:
-                    h.copy_(hb)
-                rows.append(r + start)
-                cols.append(f)
-                vals.append(v)
-        n_pairs = n * self._top.G if self.rho > 0 else 1
-        meta = {"source": "synthetic", "n_samples": n, "sample_seed": int(seed),
-                "expected_l0": self.expected_l0, "copula_clip_fraction": clipped / n_pairs}
+            rng = np.random.default_rng([int(seed), i])
+            count, cols, vals = self._sample_chunk(m, rng)
+            _csr_matmul_into(h_ND[start:start + m], np.r_[0, np.cumsum(count)], cols, vals, V_FD)
+            return np.repeat(np.arange(start, start + m), count), cols, vals
+
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(progress(pool.map(one, enumerate(starts)), total=len(starts), desc="sample"))
+        meta = {"source": "synthetic", "n_samples": n, "sample_seed": int(seed), "sample_chunk": chunk,
+                "expected_l0": self.expected_l0, "copula_clip_fraction": 0.0}  # exact tails: nothing clipped
         return GroundTruthDataset(hidden=hidden, feature_vectors=self.vectors.clone(),
-                                  acts_rows=torch.cat(rows), acts_cols=torch.cat(cols),
-                                  acts_values=torch.cat(vals),
+                                  acts_rows=torch.from_numpy(np.concatenate([p[0] for p in parts])),
+                                  acts_cols=torch.from_numpy(np.concatenate([p[1] for p in parts])),
+                                  acts_values=torch.from_numpy(np.concatenate([p[2] for p in parts])),
                                   n_features=self.cfg.n_features, parent=self.parent.clone(),
                                   density=self.density.clone(), meta=meta)
 
-    def _sample_groups(self, m: int, gen: torch.Generator):
-        """([(row, feature, magnitude) per hierarchy level, each sorted by row], clipped copula pairs)."""
-        r, pos, clipped = self._top.sample(m, gen)
-        out = [(r, self.top[self._top.order[pos]])]
-        for kids, cond in zip(self.levels, self.cond, strict=True):
-            out.append(sample_children(*out[-1], kids, cond, self.parent, self.cfg.n_features,
-                                       self.cfg.mutually_exclusive, gen))
-        groups = []
-        for r, f in out:
-            mu, sd = self.mag_mean[f], self.cfg.magnitude_std
-            v = mu + sd * torch.randn(len(f), generator=gen) if sd else mu
-            groups.append((r, f, v.abs()))
-        return groups, clipped
+    def _sample_chunk(self, m: int, rng: np.random.Generator):
+        """(count [m] active features per sample, feature [A], magnitude [A]) with A sorted by sample."""
+        r, pos = self._top.sample(m, rng)
+        levels = [(r, self._top_sorted[pos])]
+        for kids in self._kids:
+            levels.append(kids(*levels[-1], rng))
+        if len(levels) == 1:
+            count, cols = np.bincount(r, minlength=m), levels[0][1]
+        else:  # interleave the levels row by row: level l of row r follows levels < l of that row
+            counts = [np.bincount(r, minlength=m) for r, _ in levels]
+            count = np.sum(counts, 0)
+            at = np.cumsum(count) - count  # where each row starts
+            cols = np.empty(int(count.sum()), dtype=np.int64)
+            for (r, f), c in zip(levels, counts, strict=True):
+                cols[at[r] + np.arange(len(r)) - (np.cumsum(c) - c)[r]] = f
+                at += c
+        vals = self._mag_mean[cols]
+        if self.cfg.magnitude_std:
+            vals = vals + np.float32(self.cfg.magnitude_std) * rng.standard_normal(len(cols), dtype=np.float32)
+        return count, cols, np.abs(vals)

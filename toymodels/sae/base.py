@@ -15,7 +15,10 @@ from torch import nn
 
 from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
+from toymodels.seeding import generator
 
+K_ANNEAL_FRAC = 0.5
+"""Fraction of training over which k falls from `k_start` to `k`."""
 VARIANTS = ("relu", "relu_april", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")
 """Trainable variants; each exports to a SAELens architecture (see `ARCHITECTURE`)."""
 ARCHITECTURE = {"relu": "standard", "relu_april": "standard", "topk": "topk", "batchtopk": "jumprelu",
@@ -37,6 +40,10 @@ class SAEConfig:
     k: int = 4
     """TopK / BatchTopK / Matryoshka: active latents per sample (1 ≤ k ≤ d_sae); BatchTopK keeps k·batch
     per batch."""
+    k_start: int | None = None
+    """topk / batchtopk / matryoshka: if set (≥ k), training starts at this k and lowers it linearly to k over
+    the first `K_ANNEAL_FRAC` of training: the slack early lets latents find their features, the exact budget
+    late keeps decoder rows from absorbing interference."""
     l1_coeff: float = 1.0
     """relu / relu_april / gated: sparsity penalty coefficient (≥ 0) on (normalised) activations."""
     l1_warmup_frac: float = 0.05
@@ -47,6 +54,10 @@ class SAEConfig:
     """jumprelu: straight-through-estimator rectangle-kernel width ε (> 0), in normalised data units."""
     threshold_init: float = 0.1
     """jumprelu: initial threshold θ (> 0), in normalised data units (the parameter is log θ)."""
+    threshold_lr_scale: float = 1.0
+    """jumprelu: learning-rate multiplier (> 0) of log θ. Adam moves log θ by about lr per step, so short runs
+    need a larger one for the thresholds to leave `threshold_init` (SAEs with different values train in
+    different packs)."""
     aux_k: int | None = None
     """topk / batchtopk / matryoshka: latents in the dead-latent aux loss; None → d_in // 2 (≥ 1 if given)."""
     aux_coeff: float = 1 / 32
@@ -54,6 +65,10 @@ class SAEConfig:
     prefixes: list | None = None
     """matryoshka: increasing prefix sizes ending at d_sae, e.g. [8, 16, 32, 64];
     None → d_sae/8, /4, /2, /1."""
+    prefix_weights: list | None = None
+    """matryoshka: weight (≥ 0) of each prefix's reconstruction loss, one per prefix; None → all 1 (the plain
+    sum, as SAELens). Smaller inner weights trade nesting for less feature hedging in the inner latents
+    (Nabeshima's sampled prefix lengths are this, in expectation)."""
     threshold_momentum: float = 0.99
     """batchtopk / matryoshka: EMA momentum (in [0, 1)) of the inference threshold (min kept activation)."""
     b_dec_init: str = "mean"
@@ -71,9 +86,11 @@ class SAEConfig:
             check(_is_int(getattr(self, f)) and getattr(self, f) >= 1, f, "an integer ≥ 1", getattr(self, f))
         check(_is_int(self.k) and 1 <= self.k <= self.d_sae, "k", f"an integer in [1, d_sae={self.d_sae}]",
               self.k)
+        check(self.k_start is None or (_is_int(self.k_start) and self.k <= self.k_start <= self.d_sae), "k_start",
+              f"null or an integer in [k={self.k}, d_sae={self.d_sae}]", self.k_start)
         for f in ("l1_coeff", "l0_coeff", "aux_coeff"):
             check(_is_num(getattr(self, f)) and getattr(self, f) >= 0, f, "a number ≥ 0", getattr(self, f))
-        for f in ("bandwidth", "threshold_init", "init_scale"):
+        for f in ("bandwidth", "threshold_init", "threshold_lr_scale", "init_scale"):
             check(_is_num(getattr(self, f)) and getattr(self, f) > 0, f, "a number > 0", getattr(self, f))
         check(_is_num(self.l1_warmup_frac) and 0 <= self.l1_warmup_frac < 1, "l1_warmup_frac", "in [0, 1)",
               self.l1_warmup_frac)
@@ -88,11 +105,15 @@ class SAEConfig:
             ok = (len(p) >= 1 and all(_is_int(v) and v >= 1 for v in p)
                   and all(a < b for a, b in zip(p, p[1:], strict=False)) and p[-1] == self.d_sae)
             check(ok, "prefixes", f"increasing integers ending at d_sae={self.d_sae}", self.prefixes)
+        if self.prefix_weights is not None:
+            w, n = list(self.prefix_weights), len(self.prefix_sizes)
+            check(len(w) == n and all(_is_num(v) and v >= 0 for v in w), "prefix_weights",
+                  f"{n} numbers ≥ 0 (one per prefix {self.prefix_sizes})", self.prefix_weights)
 
     @property
     def group_key(self) -> tuple:
         """SAEs with equal keys are packed into one tensor program."""
-        return (self.variant, self.d_in, self.d_sae, tuple(self.prefix_sizes))
+        return (self.variant, self.d_in, self.d_sae, tuple(self.prefix_sizes), self.threshold_lr_scale)
 
     @property
     def prefix_sizes(self) -> list[int]:
@@ -134,6 +155,17 @@ class PackedSAE(nn.Module):
         self.register_buffer("k_K", torch.tensor([c.k for c in cfgs]))
         self.coeff = {}  # name -> [K] float tensors of per-SAE coefficients
 
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups; a group's `lr_scale` multiplies the scheduled learning rate."""
+        return [{"params": list(self.parameters()), "lr_scale": 1.0}]
+
+    @torch.no_grad()
+    def schedule(self, frac: float) -> None:
+        """Per-step schedules at training fraction `frac` ∈ [0, 1]: the k annealing of `SAEConfig.k_start`."""
+        if any(c.k_start is not None for c in self.cfgs):
+            left = max(0.0, 1.0 - frac / K_ANNEAL_FRAC)
+            self.k_K.copy_(torch.tensor([round(c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]))
+
     def per_sae(self, attr: str) -> torch.Tensor:
         """A [K] float tensor of config field `attr`."""
         if attr not in self.coeff:
@@ -142,7 +174,7 @@ class PackedSAE(nn.Module):
 
     @staticmethod
     def _init_dec(c: SAEConfig) -> torch.Tensor:
-        g = torch.Generator().manual_seed(c.seed)
+        g = generator(c.seed, "sae-init")  # not manual_seed(seed): a dictionary drawn so would be this W
         W = torch.randn(c.d_sae, c.d_in, generator=g)
         return W / W.norm(dim=1, keepdim=True) * c.init_scale
 

@@ -25,7 +25,7 @@ def register(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     # argparse cannot mix positionals around an option, so key=value after `--out DIR` are collected by --out
     t.add_argument("args", nargs="+", metavar="DATASET [key=value ...]",
-                   help="safetensors file with `hidden` [n_samples, d_in] (float), then key=value for any "
+                   help="dataset file (safetensors with `hidden` [n_samples, d_in] float32), then key=value for any "
                         "SAEConfig or SAETrainConfig field")
     t.add_argument("--out", nargs="+", required=True, metavar="DIR",
                    help="folder; one SAELens sub-folder per SAE (key=value may follow)")
@@ -42,11 +42,9 @@ def expand(sae_kw: dict) -> list[dict]:
 
 
 def _train(args) -> None:
-    import torch
-
     from toymodels.cli import parse_overrides, split_overrides
-    from toymodels.errors import DataFileError
-    from toymodels.io import load_tensors, safe_join
+    from toymodels.groundtruth.files import load_dataset
+    from toymodels.io import safe_join
     from toymodels.sae import SAEConfig, SAETrainConfig, export_saelens, train_saes
 
     dataset, overrides = Path(args.args[0]), args.args[1:] + args.out[1:]
@@ -55,13 +53,7 @@ def _train(args) -> None:
     if "betas" in train_kw:
         train_kw["betas"] = tuple(train_kw["betas"])
     tc = SAETrainConfig(**train_kw)
-    hidden = load_tensors(dataset, required=("hidden",))["hidden"]
-    if hidden.ndim != 2 or hidden.shape[0] < 1 or hidden.shape[1] < 1:
-        raise DataFileError(f"{dataset}: hidden must be 2-D [n_samples, d_in], got {list(hidden.shape)}")
-    if not hidden.is_floating_point():
-        raise DataFileError(f"{dataset}: hidden must be a float tensor, got {hidden.dtype}")
-    if not bool(torch.isfinite(hidden).all()):
-        raise DataFileError(f"{dataset}: hidden contains NaN or inf")
+    hidden = load_dataset(dataset).hidden  # validated: 2-D float32, non-empty, finite
     sae_kw.setdefault("d_in", int(hidden.shape[1]))
     cfgs = [SAEConfig(**kw) for kw in expand(sae_kw)]
     names = [c.label for c in cfgs]

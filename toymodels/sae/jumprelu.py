@@ -51,6 +51,11 @@ class JumpReLUSAE(PackedSAE):
         self.log_threshold_KL = torch.nn.Parameter(
             torch.tensor([[math.log(c.threshold_init)] * self.L for c in cfgs]))
 
+    def param_groups(self):
+        rest = [p for n, p in self.named_parameters() if n != "log_threshold_KL"]
+        return [{"params": rest, "lr_scale": 1.0},
+                {"params": [self.log_threshold_KL], "lr_scale": float(self.cfgs[0].threshold_lr_scale)}]
+
     def _theta(self):
         return self.log_threshold_KL.exp()[:, None, :]  # [K, 1, L]
 

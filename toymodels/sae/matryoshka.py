@@ -5,6 +5,8 @@ entries restricted to latents < m, plus the decoder bias once. Exported, like Ba
 
 from __future__ import annotations
 
+import torch
+
 from toymodels.sae.base import mse_K
 from toymodels.sae.batchtopk import BatchTopKSAE
 
@@ -13,7 +15,9 @@ class MatryoshkaSAE(BatchTopKSAE):
     """loss = Σ_m ‖x − x̂_{<m}‖² (sum over prefixes, as SAELens's inner + outer MSE) + α · aux-k."""
 
     def _recon_losses(self, x_BD, pre_KBL, kept_KBL):
+        sizes = self.cfgs[0].prefix_sizes
+        w_KP = torch.tensor([c.prefix_weights or [1.0] * len(sizes) for c in self.cfgs], dtype=torch.float32)
         total, recon = 0, None
-        for recon in self.decode_prefixes(pre_KBL, kept_KBL, self.cfgs[0].prefix_sizes):
-            total = total + mse_K(x_BD, recon)
+        for j, recon in enumerate(self.decode_prefixes(pre_KBL, kept_KBL, sizes)):
+            total = total + w_KP[:, j] * mse_K(x_BD, recon)
         return {"mse": total}, recon  # the last prefix is the full SAE

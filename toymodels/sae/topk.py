@@ -8,6 +8,10 @@ import torch
 
 from toymodels.sae.base import PackedSAE, mse_K
 
+SPARSE_MAX_DENSITY = 0.02
+"""Decode through only the active rows when at most this fraction of the latents is active per sample; above it
+one dense product is faster on CPU than the gathers and index-adds."""
+
 
 class _SparseDecode(torch.autograd.Function):
     """out[dest[j]] += vals[j] · W[rows[j]] for a flat list of n active (value, row, destination) entries.
@@ -56,7 +60,10 @@ def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int):
     vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
     # no ReLU here: dead latents usually have negative pre-activations and must still get a gradient
     vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals))
-    aux_recon = sparse_decode(vals, idx, W_dec_KLD)
+    if k_aux <= SPARSE_MAX_DENSITY * pre_KBL.shape[-1]:
+        aux_recon = sparse_decode(vals, idx, W_dec_KLD)
+    else:  # k_aux = d_in/2 is often several % of the latents: one dense product beats 64 gathers per sample
+        aux_recon = torch.bmm(torch.zeros_like(pre_KBL).scatter(-1, idx, vals), W_dec_KLD)
     err = (aux_recon - resid_KBD).pow(2).sum(-1).mean(-1)
     base = resid_KBD.pow(2).sum(-1).mean(-1).clamp_min(1e-12)
     return torch.where(dead_KL.any(-1), err / base, torch.zeros_like(err))
@@ -66,7 +73,7 @@ class TopKSAE(PackedSAE):
     """f = TopK_k(ReLU((x − b_dec) W_enc + b_enc)); loss = ‖x − x̂‖² + α · aux-k."""
 
     dead_KL: torch.Tensor | None = None  # set by the training loop each step
-    sparse_max_density = 0.02
+    sparse_max_density = SPARSE_MAX_DENSITY
     """Decode through only the k active rows when k/L is at most this; else scatter and a dense bmm."""
 
     def _topk(self, pre_KBL):
@@ -98,4 +105,4 @@ class TopKSAE(PackedSAE):
         return losses, fired
 
     def inference(self, i):
-        return "topk", self._base_tensors(i), {"k": int(self.k_K[i]), "rescale_acts_by_decoder_norm": False}
+        return "topk", self._base_tensors(i), {"k": self.cfgs[i].k, "rescale_acts_by_decoder_norm": False}

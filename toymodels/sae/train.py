@@ -22,6 +22,7 @@ from toymodels.sae.gated import GatedSAE
 from toymodels.sae.jumprelu import JumpReLUSAE
 from toymodels.sae.matryoshka import MatryoshkaSAE
 from toymodels.sae.relu import ReluAprilSAE, ReluSAE
+from toymodels.sae.resample import resample_dead
 from toymodels.sae.topk import TopKSAE
 
 CLASSES: dict[str, type[PackedSAE]] = {
@@ -49,6 +50,11 @@ class SAETrainConfig:
     """Scale the data by one constant so E‖x‖² = d_in while training (folded back into the exported SAE)."""
     dead_after: int = 100_000
     """A latent is dead if it has not fired in the last this many samples (≥ 1); feeds aux losses, stats."""
+    resample_every: int = 0
+    """Every this many steps (≥ 0; 0 = never) re-initialise dead latents towards badly reconstructed samples
+    (`toymodels.sae.resample`), during the first `resample_until` of training."""
+    resample_until: float = 0.5
+    """Fraction of training (in [0, 1]) after which no more resampling happens, so the last steps settle."""
     log_every: int = 50
     """Record history every this many steps (≥ 1)."""
     seed: int = 0
@@ -57,13 +63,15 @@ class SAETrainConfig:
     """Show a progress bar (hidden anyway when stderr is not a terminal or under CI)."""
 
     def __post_init__(self):
-        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("dead_after", 1),
+        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("dead_after", 1), ("resample_every", 0),
                          ("log_every", 1), ("seed", 0)):
             check(_is_int(getattr(self, name)) and getattr(self, name) >= lo, name, f"an integer ≥ {lo}",
                   getattr(self, name))
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
         check(len(self.betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in self.betas), "betas",
               "two numbers in [0, 1)", self.betas)
+        check(_is_num(self.resample_until) and 0 <= self.resample_until <= 1, "resample_until", "in [0, 1]",
+              self.resample_until)
         check(self.warmup_steps < self.steps, "warmup_steps", f"< steps={self.steps}", self.warmup_steps)
         check(_is_num(self.decay_frac) and 0 <= self.decay_frac < 1, "decay_frac", "in [0, 1)",
               self.decay_frac)
@@ -88,7 +96,7 @@ def batches(data, tc: SAETrainConfig) -> Iterator[torch.Tensor]:
         while True:
             perm = torch.randperm(n, generator=g)
             for i in range(0, n - bs + 1, bs):
-                yield data[perm[i:i + bs]].float()
+                yield data.index_select(0, perm[i:i + bs]).float()
     else:
         for j, x in enumerate(data):
             if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
@@ -138,7 +146,8 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
     for m in mods.values():
         m.init_from_data(first * scale)
         m.post_step()
-    opts = {key: torch.optim.Adam(m.parameters(), lr=tc.lr, betas=tuple(tc.betas)) for key, m in mods.items()}
+    opts = {key: torch.optim.Adam(m.param_groups(), lr=tc.lr, betas=tuple(tc.betas), fused=True)  # element-wise
+            for key, m in mods.items()}
     since = {key: torch.zeros(m.K, m.L) for key, m in mods.items()}  # samples since each latent last fired
     hist = [dict(step=[], loss=[], mse=[], L0=[], dead_frac=[]) for _ in configs]
     acc = {key: None for key in mods}
@@ -151,8 +160,9 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
         frac = step / tc.steps
         for key, m in mods.items():
             m.dead_KL = since[key] >= tc.dead_after
+            m.schedule(frac)
             for pg in opts[key].param_groups:
-                pg["lr"] = tc.lr * lr_factor(step, tc)
+                pg["lr"] = tc.lr * lr_factor(step, tc) * pg["lr_scale"]
             losses, fired_KL = m.loss_terms(x, frac)
             loss_K = sum(losses.values())
             if not bool(torch.isfinite(loss_K).all()):
@@ -166,6 +176,10 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
             m.post_step()
             with torch.no_grad():
                 since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[0])
+                if tc.resample_every and (step + 1) % tc.resample_every == 0 and frac < tc.resample_until:
+                    dead_KL = since[key] >= tc.dead_after
+                    resample_dead(m, dead_KL, x, opts[key])
+                    since[key][dead_KL] = 0
                 row = torch.stack([loss_K.detach(), losses["mse"].detach(), fired_KL.sum(-1) / x.shape[0],
                                    (since[key] >= tc.dead_after).float().mean(-1)], -1)  # [K, 4]
                 acc[key] = row if acc[key] is None else acc[key] + row

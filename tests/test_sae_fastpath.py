@@ -1,0 +1,61 @@
+"""BatchTopK's hand-written sparse step equals autograd through the dense reference path."""
+
+import pytest
+import torch
+
+from toymodels.sae import SAEConfig
+from toymodels.sae.batchtopk import select_entries
+from toymodels.sae.train import CLASSES
+
+
+def _x(n=256, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g) * (torch.rand(n, d, generator=g) < 0.5) * 2 + 0.3
+
+
+def _step(fast, ks, running, dead, x):
+    m = CLASSES["batchtopk"]([SAEConfig(variant="batchtopk", d_in=16, d_sae=24, k=k, seed=i)
+                              for i, k in enumerate(ks)])
+    m.fast_path, m.sparse_max_density = fast, 0.0  # reference: masks + dense bmm under autograd
+    with torch.no_grad():
+        m.b_enc_KL.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+        m.b_dec_KD.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+        m.threshold_K.fill_(running)
+    if dead:
+        m.dead_KL = torch.rand(m.K, m.L, generator=torch.Generator().manual_seed(3)) < 0.3
+    losses, fired = m.loss_terms(x, 0.5)
+    sum(losses.values()).sum().backward()
+    return losses, fired, m
+
+
+@pytest.mark.parametrize("dead", [False, True])
+@pytest.mark.parametrize("running", [-1.0, 0.5, 50.0])
+def test_sparse_step_gradients_equal_autograd(dead, running):
+    """Mixed k per pack; no running threshold / a usable one / one so high the pre-filter falls back; with
+    and without dead latents (the aux-k loss sends a dense gradient into the pre-activations)."""
+    x, ks = _x(), (2, 5, 24)  # k = d_sae: fewer positives than k·B, all positive entries kept
+    (lf, ff, mf), (lr, fr, mr) = _step(True, ks, running, dead, x), _step(False, ks, running, dead, x)
+    assert set(lf) == set(lr) == ({"mse", "aux"} if dead else {"mse"})
+    for name in lf:
+        torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6)
+    assert torch.equal(ff, fr) and int(ff[0].sum()) == 2 * 256
+    torch.testing.assert_close(mf.threshold_K, mr.threshold_K)
+    for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
+        assert pf.grad.abs().max() > 0, name
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(3, 64, 40, generator=g)
+    pre[2] = -pre[2].abs()  # nothing positive: nothing kept, t = 0
+    k_K = torch.tensor([3, 7, 2])
+    for ref in (-1.0, 0.1, 1.5, 100.0):
+        idx, vals, t_K = select_entries(pre, k_K, torch.full((3,), ref))
+        for i in range(2):
+            top = pre[i].flatten().topk(int(k_K[i]) * 64)
+            kept = torch.from_numpy(idx[i])
+            assert torch.equal(kept, top.indices.sort().values)
+            assert float(t_K[i]) == float(top.values.min())
+            assert torch.equal(torch.from_numpy(vals[i]), pre[i].flatten()[kept])
+        assert idx[2].size == 0 and float(t_K[2]) == 0.0
