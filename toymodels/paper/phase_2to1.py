@@ -83,8 +83,10 @@ def phase_map(df: pd.DataFrame):
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
+    from toymodels.paper.common import style
     from toymodels.theory import PHASES
 
+    style()  # explicit, so the look is the same alone (--only) and after other figures
     xs, ys = np.sort(df.x.unique()), np.sort(df.y.unique())
     code = {p: i for i, p in enumerate(PHASES)}
     grid = df.pivot(index="y", columns="x", values="phase").loc[ys, xs].map(code.get).to_numpy(float)
@@ -93,6 +95,7 @@ def phase_map(df: pd.DataFrame):
                   vmin=-0.5, vmax=len(PHASES) - 0.5, shading="flat")
     ax.set(xscale="log", yscale="log", xlabel="relative importance of the extra feature",
            ylabel="feature density (1 − sparsity)", xlim=_edges(xs)[[0, -1]], ylim=_edges(ys)[[0, -1]])
+    ax.grid(False)  # grid lines over cells read as cell borders
     handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLORS[p]) for p in PHASES]
     ax.legend(handles, [p.replace("_", " ") for p in PHASES], loc="lower left", fontsize=8, framealpha=0.9)
     return fig, ax

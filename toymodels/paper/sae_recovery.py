@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from toymodels.groundtruth.recovery import recovery_grid
+from toymodels.paper.common import style
 
 N_FEATURES, N_HIDDEN = 12, 4
 STEPS = {False: (3000, 400), True: (1500, 200)}  # (toy steps, SAE steps)
@@ -42,6 +43,7 @@ def _map(ax, df, value, title, cmap, vmin, vmax, annotate=None):
     ax.set_yticks(range(len(imps)), [f"{i:.2g}" for i in imps])
     ax.set_xlabel("feature density (1 − sparsity)")
     ax.set_title(title, fontsize=10)
+    ax.grid(False)
     if annotate is not None:
         ann = df.pivot_table(index="importance", columns="density", values=annotate)
         ann = ann.loc[imps, dens].to_numpy()
@@ -54,6 +56,7 @@ def _map(ax, df, value, title, cmap, vmin, vmax, annotate=None):
 
 
 def plot(df: pd.DataFrame):
+    style()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
     _map(axes[0], df, "n_superposition",
          "toy model: features in superposition\n(numbers: features represented)", "viridis", 0, N_FEATURES,
