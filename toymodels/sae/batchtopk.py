@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from toymodels.sae.base import PackedSAE, mse_K
-from toymodels.sae.topk import _SparseDecode, aux_k_loss
+from toymodels.sae.topk import SPARSE_MAX_DENSITY, _SparseDecode, aux_k_loss
 
 PREFILTER_MARGINS = (0.1, 0.4)
 """Candidate lower bounds (1 − margin)·reference tried in turn before all positive entries."""
@@ -129,7 +129,7 @@ class _BatchTopKStep(torch.autograd.Function):
 
 class BatchTopKSAE(PackedSAE):
     dead_KL: torch.Tensor | None = None  # set by the training loop each step
-    sparse_max_density = 0.02
+    sparse_max_density = SPARSE_MAX_DENSITY
     """Autograd path (`decode_prefixes`): decode through only the kept rows when at most this fraction of
     [B, L] is kept; else a dense bmm (on CPU the gathers of n·D floats lose to one dense product)."""
     last_t_K: torch.Tensor | None = None

@@ -14,10 +14,13 @@ from toymodels.sae.batchtopk import BatchTopKSAE
 class MatryoshkaSAE(BatchTopKSAE):
     """loss = Σ_m ‖x − x̂_{<m}‖² (sum over prefixes, as SAELens's inner + outer MSE) + α · aux-k."""
 
+    def __init__(self, cfgs):
+        super().__init__(cfgs)
+        n = len(cfgs[0].prefix_sizes)
+        self.weight_KP = torch.tensor([c.prefix_weights or [1.0] * n for c in cfgs], dtype=torch.float32)
+
     def _recon_losses(self, x_BD, pre_KBL, kept_KBL):
-        sizes = self.cfgs[0].prefix_sizes
-        w_KP = torch.tensor([c.prefix_weights or [1.0] * len(sizes) for c in self.cfgs], dtype=torch.float32)
         total, recon = 0, None
-        for j, recon in enumerate(self.decode_prefixes(pre_KBL, kept_KBL, sizes)):
-            total = total + w_KP[:, j] * mse_K(x_BD, recon)
+        for j, recon in enumerate(self.decode_prefixes(pre_KBL, kept_KBL, self.cfgs[0].prefix_sizes)):
+            total = total + self.weight_KP[:, j] * mse_K(x_BD, recon)
         return {"mse": total}, recon  # the last prefix is the full SAE
