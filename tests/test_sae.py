@@ -110,6 +110,8 @@ def test_data_errors():
         SAETrainConfig(steps=10, warmup_steps=10)
     with pytest.raises(ConfigError, match="^resample_until:"):
         SAETrainConfig(resample_until=1.5)
+    with pytest.raises(ConfigError, match="^resample_min_rate:"):
+        SAETrainConfig(resample_min_rate=-0.1)
 
 
 @pytest.mark.parametrize("variant", ["relu_april", "topk", "jumprelu", "gated"])
@@ -147,6 +149,27 @@ def test_resample_reinitialises_dead_latents(variant):
     state = opt.state[m.W_dec_KLD]
     assert state["exp_avg_sq"][1, [4, 7]].abs().sum() == 0 and state["exp_avg_sq"][1, keep].abs().sum() > 0
     assert opt.state[m.W_enc_KDL]["exp_avg"][1][:, [4, 7]].abs().sum() == 0
+    for n, p in m.named_parameters():  # per-latent vectors (biases, thresholds) back to their init
+        if n.endswith("_KL"):
+            assert before[n][1, [4, 7]].ne(m.latent_init(n, 1)).all(), n  # the step above had moved them
+            torch.testing.assert_close(p[1, [4, 7]], torch.full((2,), m.latent_init(n, 1)))
+            torch.testing.assert_close(p[1, keep], before[n][1, keep])
+
+
+def test_resample_min_rate_revives_rarely_firing_latents(monkeypatch):
+    """With resample_min_rate, latents firing at under that fraction of the mean rate are resampled too."""
+    import toymodels.sae.train as train_mod
+
+    seen = []
+    monkeypatch.setattr(train_mod, "resample_dead", lambda m, dead_KL, x, opt: seen.append(dead_KL.clone()))
+    X = _data()
+    cfg = SAEConfig(variant="topk", d_in=16, d_sae=24, k=3)
+    for rate, expect_more in ((0.0, False), (0.5, True)):
+        seen.clear()
+        train_saes([cfg], X, dataclasses.replace(TC, resample_every=10, resample_until=1.0, resample_min_rate=rate,
+                                                 dead_after=10**9))
+        n = sum(int(d.sum()) for d in seen)
+        assert (n > 0) == expect_more, (rate, n)  # dead_after is never reached, so only the rate can flag
 
 
 def test_divergence_names_the_sae():

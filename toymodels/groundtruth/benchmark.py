@@ -69,7 +69,11 @@ class BenchmarkConfig:
     lr: float = 1e-3
     """SAE learning rate (> 0)."""
     resample_every: int = 0
-    """Resample dead latents every this many steps in the first half of training (≥ 0; 0 = never)."""
+    """Resample dead latents every this many steps (≥ 0; 0 = never); see SAETrainConfig."""
+    resample_until: float = 0.5
+    """Fraction of training (in [0, 1]) after which no more resampling happens."""
+    resample_min_rate: float = 0.0
+    """Also resample latents firing at under this fraction of their SAE's mean rate (in [0, 1); 0 = dead only)."""
     data_seed: int = 0
     """Seeds the samples (train and eval draws use data_seed and data_seed + 1)."""
     out: str = "results/benchmark"
@@ -162,7 +166,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
     train_ds, eval_ds = load_or_sample(cfg)
     configs = sae_grid(cfg, train_ds.hidden.shape[1])
     tc = SAETrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.data_seed,
-                        resample_every=cfg.resample_every, progress=cfg.progress)
+                        resample_every=cfg.resample_every, resample_until=cfg.resample_until,
+                        resample_min_rate=cfg.resample_min_rate, progress=cfg.progress)
     t1 = time.perf_counter()
     saes = train_saes(configs, train_ds.hidden, tc)
     t2 = time.perf_counter()

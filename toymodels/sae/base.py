@@ -178,6 +178,17 @@ class PackedSAE(nn.Module):
         W = torch.randn(c.d_sae, c.d_in, generator=g)
         return W / W.norm(dim=1, keepdim=True) * c.init_scale
 
+    def latent_init(self, name: str, i: int) -> float:
+        """Initial value of the per-latent ([K, L]) parameter `name` for SAE i (biases start at 0)."""
+        return 0.0
+
+    @torch.no_grad()
+    def reset_latents(self, i: int, idx: torch.Tensor) -> None:
+        """Put SAE i's per-latent parameters (the [K, L] ones) for latents `idx` back to their init (resampling)."""
+        for name, p in self.named_parameters():
+            if name.endswith("_KL"):
+                p[i, idx] = self.latent_init(name, i)
+
     @torch.no_grad()
     def init_from_data(self, x_BD: torch.Tensor) -> None:
         """Data-dependent init (decoder bias at the batch mean where configured)."""

@@ -49,7 +49,10 @@ class JumpReLUSAE(PackedSAE):
     def __init__(self, cfgs):
         super().__init__(cfgs)
         self.log_threshold_KL = torch.nn.Parameter(
-            torch.tensor([[math.log(c.threshold_init)] * self.L for c in cfgs]))
+            torch.tensor([[self.latent_init("log_threshold_KL", i)] * self.L for i in range(self.K)]))
+
+    def latent_init(self, name, i):
+        return math.log(self.cfgs[i].threshold_init) if name == "log_threshold_KL" else 0.0
 
     def param_groups(self):
         rest = [p for n, p in self.named_parameters() if n != "log_threshold_KL"]

@@ -1,10 +1,12 @@
 """Dead-latent resampling (Bricken et al. 2023, simplified): a latent that has not fired for `dead_after` samples
-is re-initialised towards the residual of one of the worst-reconstructed samples of the current batch.
+(or fires far below its SAE's mean rate, `SAETrainConfig.resample_min_rate`) is re-initialised towards the
+residual of one of the worst-reconstructed samples of the current batch.
 
 Works for every variant: the decoder row becomes the unit residual direction, the encoder column the same
-direction at the mean norm of the SAE's live encoder columns, the encoder bias (if any) 0, and the Adam moments
-of every per-latent slice are cleared so the optimiser's memory of the dead latent does not stall it. All choices
-are per SAE and deterministic (largest errors first), so K SAEs at once still equal K one by one."""
+direction at the mean norm of the SAE's live encoder columns, its other per-latent parameters (biases, JumpReLU's
+threshold) go back to their init, and the Adam moments of every per-latent slice are cleared so the optimiser's
+memory of the dead latent does not stall it. All choices are per SAE and deterministic (largest errors first),
+so K SAEs at once still equal K one by one."""
 
 from __future__ import annotations
 
@@ -36,8 +38,7 @@ def resample_dead(m: PackedSAE, dead_KL: torch.Tensor, x_BD: torch.Tensor, opt: 
         enc_norm = m.W_enc_KDL[i][:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
         m.W_dec_KLD[i, dead] = dirs_nD * m.W_dec_KLD[i, dead].norm(dim=-1, keepdim=True).clamp_min(1e-8)
         m.W_enc_KDL[i][:, dead] = dirs_nD.T * enc_norm
-        if hasattr(m, "b_enc_KL"):
-            m.b_enc_KL[i, dead] = 0.0
+        m.reset_latents(i, dead)  # biases, JumpReLU thresholds, Gated's magnitude scale
         for name, p in m.named_parameters():  # clear the optimiser memory of every per-latent slice
             axis = name.rsplit("_", 1)[-1].find("L")  # shape-named: W_enc_KDL → 2, W_dec_KLD / b_enc_KL → 1
             state = opt.state.get(p, {})

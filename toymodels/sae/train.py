@@ -55,6 +55,10 @@ class SAETrainConfig:
     (`toymodels.sae.resample`), during the first `resample_until` of training."""
     resample_until: float = 0.5
     """Fraction of training (in [0, 1]) after which no more resampling happens, so the last steps settle."""
+    resample_min_rate: float = 0.0
+    """Also resample latents that fired, since the previous resampling, at under this fraction of their SAE's
+    mean latent rate (L0 / d_sae); in [0, 1). 0 = only dead latents. Revives near-dead latents that a feature
+    pair shared by one latent leaves behind (planted recovery uses 0.1)."""
     log_every: int = 50
     """Record history every this many steps (≥ 1)."""
     seed: int = 0
@@ -72,6 +76,8 @@ class SAETrainConfig:
               "two numbers in [0, 1)", self.betas)
         check(_is_num(self.resample_until) and 0 <= self.resample_until <= 1, "resample_until", "in [0, 1]",
               self.resample_until)
+        check(_is_num(self.resample_min_rate) and 0 <= self.resample_min_rate < 1, "resample_min_rate",
+              "in [0, 1)", self.resample_min_rate)
         check(self.warmup_steps < self.steps, "warmup_steps", f"< steps={self.steps}", self.warmup_steps)
         check(_is_num(self.decay_frac) and 0 <= self.decay_frac < 1, "decay_frac", "in [0, 1)",
               self.decay_frac)
@@ -149,6 +155,7 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
     opts = {key: torch.optim.Adam(m.param_groups(), lr=tc.lr, betas=tuple(tc.betas), fused=True)  # element-wise
             for key, m in mods.items()}
     since = {key: torch.zeros(m.K, m.L) for key, m in mods.items()}  # samples since each latent last fired
+    fires = {key: torch.zeros(m.K, m.L) for key, m in mods.items()}  # firings since the last resampling
     hist = [dict(step=[], loss=[], mse=[], L0=[], dead_frac=[]) for _ in configs]
     acc = {key: None for key in mods}
     t0 = time.perf_counter()
@@ -176,10 +183,13 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
             m.post_step()
             with torch.no_grad():
                 since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[0])
+                fires[key] += fired_KL
                 if tc.resample_every and (step + 1) % tc.resample_every == 0 and frac < tc.resample_until:
-                    dead_KL = since[key] >= tc.dead_after
+                    rate_KL = fires[key] / fires[key].mean(-1, keepdim=True).clamp_min(1e-12)  # / mean rate
+                    dead_KL = (since[key] >= tc.dead_after) | (rate_KL < tc.resample_min_rate)
                     resample_dead(m, dead_KL, x, opts[key])
                     since[key][dead_KL] = 0
+                    fires[key].zero_()
                 row = torch.stack([loss_K.detach(), losses["mse"].detach(), fired_KL.sum(-1) / x.shape[0],
                                    (since[key] >= tc.dead_after).float().mean(-1)], -1)  # [K, 4]
                 acc[key] = row if acc[key] is None else acc[key] + row
