@@ -183,10 +183,12 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
             m.post_step()
             with torch.no_grad():
                 since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[0])
-                fires[key] += fired_KL
+                if tc.resample_min_rate:
+                    fires[key] += fired_KL
                 if tc.resample_every and (step + 1) % tc.resample_every == 0 and frac < tc.resample_until:
-                    rate_KL = fires[key] / fires[key].mean(-1, keepdim=True).clamp_min(1e-12)  # / mean rate
-                    dead_KL = (since[key] >= tc.dead_after) | (rate_KL < tc.resample_min_rate)
+                    dead_KL = since[key] >= tc.dead_after
+                    if tc.resample_min_rate:  # firing rate relative to the SAE's mean latent rate
+                        dead_KL |= fires[key] < tc.resample_min_rate * fires[key].mean(-1, keepdim=True)
                     resample_dead(m, dead_KL, x, opts[key])
                     since[key][dead_KL] = 0
                     fires[key].zero_()
