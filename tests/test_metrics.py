@@ -70,6 +70,16 @@ def test_precision_recall_on_a_noisy_detector():
     assert M.dead_fraction(torch.tensor([[1.0, 0], [2, 0]])) == 0.5
 
 
+def test_f1_live_leaves_out_silent_latents_only():
+    V = torch.eye(3)
+    true = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])
+    acts = torch.tensor([[1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 1.0, 0]])  # latent 2 never fires
+    s = M.score_tensors(true, acts, acts, V, V, true)
+    assert s["f1"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert s["f1_live"] == pytest.approx((0.5 + 1.0) / 2)
+    assert math.isnan(M.f1_live(torch.zeros(4, 3), torch.zeros(3)))
+
+
 def test_absorption_on_a_planted_case():
     # feature 0 is the parent of children 1 and 2; when a child fires the parent fires too.
     V = torch.eye(3)

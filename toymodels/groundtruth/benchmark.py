@@ -212,8 +212,8 @@ def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, width): seed-averaged metrics interpolated at the true L0, ranked by F1; `f1_sd` is the
     standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
-    metrics = [m for m in ("f1", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption", "shrinkage",
-                           "dead_frac") if m in df]
+    metrics = [m for m in ("f1", "f1_live", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption",
+                           "shrinkage", "dead_frac") if m in df]
     ref = float(df["true_l0"].iloc[0])
     rows = []
     for (v, w), g in df.groupby(["variant", "width"], sort=False):

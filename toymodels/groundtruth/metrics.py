@@ -70,6 +70,14 @@ def detection_scores(acts_NL, true_NF, W_dec_LD, V_FD) -> dict[str, torch.Tensor
     return {"feature": best_f, "precision": prec, "recall": rec, "f1": f1}
 
 
+def f1_live(acts_NL, f1_L) -> float:
+    """Mean F1 over the latents that fire at least once on these samples (NaN if none does). Beside the mean
+    over all latents (`f1`, where a silent latent scores 0) it separates what the live latents learned from
+    how much of the dictionary is unused."""
+    live = (acts_NL != 0).any(0)
+    return float(f1_L[live].mean()) if bool(live.any()) else float("nan")
+
+
 def explained_variance(x_ND, xhat_ND) -> float:
     """1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖² (the variance about the per-dimension mean)."""
     resid = (x_ND - xhat_ND).square().sum()
@@ -125,7 +133,7 @@ def score_tensors(x_ND, acts_NL, xhat_ND, W_dec_LD, V_FD=None, true_NF=None,
         if true_NF is not None:
             det = detection_scores(acts_NL, true_NF, W_dec_LD, V_FD)
             out.update(precision=float(det["precision"].mean()), recall=float(det["recall"].mean()),
-                       f1=float(det["f1"].mean()), true_l0=l0(true_NF))
+                       f1=float(det["f1"].mean()), f1_live=f1_live(acts_NL, det["f1"]), true_l0=l0(true_NF))
             if parent_F is not None and bool((parent_F >= 0).any()):
                 out["absorption"] = absorption(acts_NL, true_NF, W_dec_LD, V_FD, parent_F)
     return out
