@@ -1,5 +1,6 @@
-"""Ground-truth benchmark speed: sampling 1M samples of the default 1024-in-128 dictionary (Zipf firing, 16
-trees of depth 3 with mutually exclusive siblings, with and without the low-rank copula), against a reference
+"""Ground-truth benchmark speed: sampling 1M samples of the leaderboard's 1024-in-128 dictionary
+(sweeps/benchmark.yaml: Zipf firing, 8 trees of 4 levels with mutually exclusive siblings on the most frequent
+features, with and without the low-rank copula), against a reference
 measured in the same run (one dense matmul of the same true activations, [1M, 1024] @ [1024, 128], in 64k-row
 chunks).
 
@@ -15,6 +16,7 @@ of this process (CPU time is steadier on a shared machine).
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import statistics
 import sys
@@ -35,10 +37,19 @@ def _load(path):
     return mod
 
 
+def _leaderboard_dictionary() -> dict:
+    """The SyntheticConfig fields of the default leaderboard's dataset."""
+    from toymodels.experiments import compose, to_object
+
+    return dataclasses.asdict(to_object(compose("benchmark", [], kind="benchmark")).dataset)
+
+
 def _time_sampler(mod, label: str, n: int, repeat: int) -> dict:
     out = {}
+    known = {f.name for f in dataclasses.fields(mod.SyntheticConfig)}  # an older module may lack new fields
+    base = {k: v for k, v in _leaderboard_dictionary().items() if k in known}
     for corr in ("none", "low_rank"):
-        d = mod.Dictionary(mod.SyntheticConfig(correlation=corr, n_roots=16, depth=3))
+        d = mod.Dictionary(mod.SyntheticConfig(**(base | {"correlation": corr})))
         walls, cpus = [], []
         for _ in range(repeat):
             t, c = time.perf_counter(), time.process_time()

@@ -17,10 +17,11 @@ def test_config_errors_name_the_field():
         SyntheticConfig(n_features=10, n_roots=5, branching=4, depth=2)
 
 
-@pytest.mark.parametrize("correlation", ["none", "low_rank"])
-def test_sampler_matches_the_law(correlation):
+@pytest.mark.parametrize(("correlation", "tree_nodes"),
+                         [("none", "random"), ("low_rank", "random"), ("low_rank", "frequent")])
+def test_sampler_matches_the_law(correlation, tree_nodes):
     d = Dictionary(SyntheticConfig(n_features=64, d_model=16, p_min=0.02, correlation=correlation, n_roots=4,
-                                   branching=2, depth=3, mutually_exclusive=True))
+                                   branching=2, depth=3, mutually_exclusive=True, tree_nodes=tree_nodes))
     ds = d.sample(40_000, seed=1)
     emp = torch.bincount(ds.acts_cols, minlength=64) / 40_000
     sd = (d.density * (1 - d.density) / 40_000).sqrt()
@@ -31,6 +32,18 @@ def test_sampler_matches_the_law(correlation):
     assert ((acts[:, kids] != 0) <= (acts[:, d.parent[kids]] != 0)).all()  # children only fire with parent
     for par in d.parent[kids].unique():  # mutually exclusive siblings
         assert ((acts[:, (d.parent == par).nonzero()[:, 0]] != 0).sum(1) <= 1).all()
+
+
+def test_frequent_tree_nodes_are_the_most_frequent_features_level_by_level():
+    cfg = dict(n_features=64, d_model=16, n_roots=4, branching=2, depth=3)
+    d = Dictionary(SyntheticConfig(**cfg, tree_nodes="frequent"))
+    par = d.parent
+    assert (par[:4] == -1).all()  # Zipf rates fall with the index: the 4 most frequent are the roots
+    assert set(par[4:12].tolist()) == {0, 1, 2, 3} and set(par[12:28].tolist()) == set(range(4, 12))
+    assert (par[28:] == -1).all()
+    assert (d.density[par[4:28]] >= d.density[4:28]).all()  # each child fires no more often than its parent
+    r = Dictionary(SyntheticConfig(**cfg))  # random nodes: same vectors, a different layout
+    assert torch.equal(r.vectors, d.vectors) and not torch.equal(r.parent, d.parent)
 
 
 @pytest.mark.parametrize("p_max", [0.3, 1.0])
@@ -129,4 +142,6 @@ def test_leaderboard_end_to_end(tmp_path):
     assert set(table["variant"]) == set(VARIANTS) == set(board["variant"])
     assert all(f"| {v}" in md for v in VARIANTS)
     assert table["mcc"].between(0, 1).all() and table["f1"].between(0, 1).all()
+    # width 64 = n_features: the matched L0 is the data's true L0 (the eval set's mean active features)
+    assert (table["target_l0"] - table["true_l0"]).abs().max() < 1e-4
     assert (tmp_path / "figures" / "pareto.png").stat().st_size > 10_000

@@ -49,6 +49,15 @@ def test_duplicated_latent_lowers_uniqueness_and_mcc_counts_missing_features():
     assert M.mmcs(W, V) == pytest.approx(3 / 4, abs=1e-6)
 
 
+def test_narrow_sae_mcc_averages_its_matched_pairs_and_mmcs_counts_coverage():
+    V = torch.eye(4)
+    W = -V[[2, 0]]  # two latents, each exactly (minus) a distinct feature
+    assert M.mcc(W, V) == pytest.approx(1.0, abs=1e-6)  # mean over min(L, F) = 2 matched pairs
+    assert M.mmcs(W, V) == pytest.approx(0.5, abs=1e-6)  # features 1 and 3 have no latent
+    W2 = torch.stack([V[0], (V[1] + V[2]) / math.sqrt(2)])
+    assert M.mcc(W2, V) == pytest.approx((1 + 1 / math.sqrt(2)) / 2, abs=1e-6)
+
+
 def test_shrunk_reconstruction_and_explained_variance():
     V, true, x = _identity_case()
     s = M.score_tensors(x, true, 0.8 * x, V, V, true)
@@ -119,3 +128,14 @@ def test_score_sae_on_any_object():
     assert s["absorption"] == 0.0
     s_half = M.score_sae(_Linear(0.5 * V), ds)  # encode·decode shrinks by 0.25
     assert s_half["shrinkage"] == pytest.approx(0.25, abs=1e-6)
+
+
+def test_matched_l0_sums_the_most_frequent_rates():
+    import numpy as np
+
+    from toymodels.groundtruth.benchmark import matched_l0
+
+    rates = np.array([0.1, 0.5, 0.05, 0.3])
+    assert matched_l0(rates, 2) == pytest.approx(0.8)
+    assert matched_l0(rates, 10) == matched_l0(rates) == pytest.approx(0.95)
+    assert np.isnan(matched_l0(np.zeros(0), 2))

@@ -4,8 +4,8 @@
     toymodels benchmark run --experiment benchmark_tiny n_train=20000
 
 Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant
-and width, metrics interpolated at the dataset's true L0) and `figures/pareto.png` (L0 vs MCC, F1, explained
-variance).
+and width, metrics interpolated at each width's matched L0, see `match_l0`) and `figures/pareto.png` (L0 vs
+MCC, F1, explained variance).
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ class BenchmarkConfig:
     """Fraction of training (in [0, 1]) after which no more resampling happens."""
     resample_min_rate: float = 0.0
     """Also resample latents firing at under this fraction of their SAE's mean rate (in [0, 1); 0 = dead only)."""
+    match_l0: str = "width"
+    """The L0 each width's SAEs are compared at: width (the true L0 of the `width` most frequent features on
+    the eval set, as SynthSAEBench compares its width-4096 SAEs at the top-4096 features' L0; the data's true L0
+    once width ≥ n_features) or all (the data's true L0)."""
     data_seed: int = 0
     """Seeds the samples (train and eval draws use data_seed and data_seed + 1)."""
     out: str = "results/benchmark"
@@ -92,6 +96,7 @@ class BenchmarkConfig:
         for name in ("data_seed", "resample_every"):
             check(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer ≥ 0",
                   getattr(self, name))
+        check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
         check(len(self.variants) >= 1 and all(v in VARIANTS for v in self.variants), "variants",
               f"a non-empty list from {', '.join(VARIANTS)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
@@ -180,11 +185,13 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
                      "sparsity_value": getattr(c, key), "seed": c.seed, **scores})
     df = pd.DataFrame(rows)
     df["true_l0"] = eval_ds.mean_l0()
+    rates_F = firing_rates(eval_ds, cfg.n_eval)
+    df["target_l0"] = [matched_l0(rates_F, w if cfg.match_l0 == "width" else None) for w in df["width"]]
     out = Path(cfg.out)
     write_text(out / "results.csv", df.to_csv(index=False))
     board = leaderboard(df)
     write_text(out / "leaderboard.csv", board.to_csv(index=False))
-    write_text(out / "leaderboard.md", leaderboard_markdown(board, eval_ds.mean_l0(), cfg))
+    write_text(out / "leaderboard.md", leaderboard_markdown(board, cfg))
     fig = pareto_figure(df)
     fig_path = out / "figures" / "pareto.png"
     from toymodels.io import atomic_path
@@ -201,6 +208,21 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
     return df
 
 
+def firing_rates(ds, n: int) -> np.ndarray:
+    """[F] fraction of the first n samples in which each true feature is active (empty without true acts)."""
+    if not ds.has_acts:
+        return np.zeros(0)
+    return (ds.true_acts(n) != 0).float().mean(0).numpy()
+
+
+def matched_l0(rates_F: np.ndarray, width: int | None = None) -> float:
+    """The L0 to compare SAEs of this width at: the summed firing rates of the `width` most frequent features
+    (the expected number of them active per sample); all features when width is None. NaN without truth."""
+    if len(rates_F) == 0:
+        return float("nan")
+    return float(np.sort(rates_F)[::-1][:width].sum())
+
+
 def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
     """y at L0 = `at` by linear interpolation in log L0; outside the range: the nearest point (flag False)."""
     o = np.argsort(l0)
@@ -210,15 +232,15 @@ def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
 
 
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, width): seed-averaged metrics interpolated at the true L0, ranked by F1; `f1_sd` is the
-    standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
+    """Per (variant, width): seed-averaged metrics interpolated at that width's `target_l0`, ranked by F1;
+    `f1_sd` is the standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
     metrics = [m for m in ("f1", "f1_live", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption",
                            "shrinkage", "dead_frac") if m in df]
-    ref = float(df["true_l0"].iloc[0])
     rows = []
     for (v, w), g in df.groupby(["variant", "width"], sort=False):
+        ref = float(g["target_l0"].iloc[0])
         m = g.groupby("sparsity_value")[["l0", *metrics]].mean()
-        row = {"variant": v, "width": w, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
+        row = {"variant": v, "width": w, "target_l0": ref, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
         for k in metrics:
             row[k], inside = _interp(m["l0"].to_numpy(), m[k].to_numpy(), ref)
         f1_seeds = [_interp(gs["l0"].to_numpy(), gs["f1"].to_numpy(), ref)[0] for _, gs in g.groupby("seed")]
@@ -231,11 +253,12 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     return board
 
 
-def leaderboard_markdown(board: pd.DataFrame, true_l0: float, cfg: BenchmarkConfig | None = None) -> str:
+def leaderboard_markdown(board: pd.DataFrame, cfg: BenchmarkConfig | None = None) -> str:
     cols = [c for c in board.columns if c not in ("matched",)]
+    at = ("the data's true L0" if cfg is not None and cfg.match_l0 == "all" else
+          "each width's matched L0 (the true L0 of its `width` most frequent features)")
     lines = [f"# SAE leaderboard ({cfg.name if cfg else ''})", "",
-             "Metrics are seed means, interpolated (linearly in log L0) at the data's true "
-             f"L0 = {true_l0:.2f}; "
+             f"Metrics are seed means, interpolated (linearly in log L0) at {at}, `target_l0`; "
              "`*` marks variants whose L0 range does not bracket it (the nearest run is shown).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in board.iterrows():
@@ -248,7 +271,7 @@ def leaderboard_markdown(board: pd.DataFrame, true_l0: float, cfg: BenchmarkConf
 
 
 def pareto_figure(df: pd.DataFrame):
-    """L0 vs MCC, F1 and explained variance; one line per (variant, width); dashed line at the true L0."""
+    """L0 vs MCC, F1 and explained variance; one line per (variant, width); dashed lines at the target L0s."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,15 +286,16 @@ def pareto_figure(df: pd.DataFrame):
             m = g.groupby("sparsity_value")[["l0", metric]].mean().sort_values("l0")
             ax.plot(m["l0"], m[metric], "o-", color=colors[v], label=f"{v} ({w})" if df["width"].nunique() > 1
                     else v, alpha=0.9)
-        ax.axvline(float(df["true_l0"].iloc[0]), color="k", ls="--", lw=1)
+        for t in sorted(set(df["target_l0"].dropna())):
+            ax.axvline(t, color="k", ls="--", lw=1)
         ax.set_xscale("log")
         lo, hi = df["l0"].min(), df["l0"].max()
-        ticks = [t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000) if lo / 1.2 <= t <= hi * 1.2]
+        ticks = [t for t in (1, 2, 3, 4, 6, 8, 10, 15, 20, 30, 50, 100, 200, 500, 1000) if lo / 1.2 <= t <= hi * 1.2]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("L0 (active latents / sample)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("SAEs on ground truth: sparsity vs recovery (dashed: true L0)")
+    fig.suptitle("SAEs on ground truth: sparsity vs recovery (dashed: the L0 they are compared at)")
     return fig

@@ -12,7 +12,7 @@ BENCH_EXAMPLES = """examples:
   toymodels benchmark score path/to/saelens_sae data.safetensors
 """
 DATA_EXAMPLES = """examples:
-  toymodels dataset make data.safetensors n_samples=100000 n_features=1024 d_model=128 n_roots=16 depth=3
+  toymodels dataset make data.safetensors n_samples=100000 n_roots=8 depth=4 tree_nodes=frequent
   toymodels dataset info data.safetensors
 """
 

@@ -41,11 +41,12 @@ def hungarian_match(W_dec_LD, V_FD) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def mcc(W_dec_LD, V_FD) -> float:
-    """Hungarian-matched mean correlation coefficient on decoder |cos|: Σ over matched pairs / n_features
-    (with fewer latents than features the unmatched features count as 0). 1 iff every feature has its own
-    latent whose decoder row is ± the feature's direction (permutation and sign invariant)."""
+    """Hungarian-matched mean correlation coefficient on decoder |cos|: the mean over the min(L, F) matched
+    pairs (SAELens / SynthSAEBench's definition; permutation and sign invariant). With L ≥ F it is 1 iff every
+    feature has its own latent whose decoder row is ± its direction; with fewer latents than features, 1 iff
+    every latent is ± a distinct feature (how many features are covered is MMCS's job)."""
     _, _, c = hungarian_match(W_dec_LD, V_FD)
-    return float(c.sum() / V_FD.shape[0])
+    return float(c.mean())
 
 
 def uniqueness(W_dec_LD, V_FD) -> float:

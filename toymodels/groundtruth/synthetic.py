@@ -35,6 +35,7 @@ from toymodels.seeding import generator
 FIRING = ("constant", "linear", "zipf")
 MAGNITUDE_MEANS = ("constant", "linear", "exponential")
 CORRELATIONS = ("none", "low_rank")
+TREE_NODES = ("random", "frequent")
 
 
 @dataclass
@@ -76,13 +77,16 @@ class SyntheticConfig:
     correlation_scale: float = 0.3
     """ρ, the share of each feature's copula variance explained by its latent factor, in [0, 1)."""
     n_roots: int = 0
-    """Hierarchy: number of trees (≥ 0; 0 = no hierarchy). Tree nodes are random features."""
+    """Hierarchy: number of trees (≥ 0; 0 = no hierarchy); `tree_nodes` picks their features."""
     branching: int = 4
     """Hierarchy: children per node (≥ 1)."""
     depth: int = 2
     """Hierarchy: levels per tree including the root (≥ 2)."""
     mutually_exclusive: bool = True
     """Hierarchy: at most one sibling fires at a time."""
+    tree_nodes: str = "random"
+    """Hierarchy: which features become tree nodes: random, or frequent (the most frequent features, roots
+    first and then level by level in firing-rate order, as SynthSAEBench lays out its trees)."""
     seed: int = 0
     """Seeds the dictionary (vectors, probabilities, tree, loadings); sampling takes its own seed."""
 
@@ -110,6 +114,7 @@ class SyntheticConfig:
               self.magnitude_std)
         check(_is_num(self.correlation_scale) and 0 <= self.correlation_scale < 1, "correlation_scale",
               "in [0, 1)", self.correlation_scale)
+        check(self.tree_nodes in TREE_NODES, "tree_nodes", f"one of {', '.join(TREE_NODES)}", self.tree_nodes)
         check(isinstance(self.mutually_exclusive, bool), "mutually_exclusive", "true or false",
               self.mutually_exclusive)
         tree = self.n_roots * sum(self.branching ** k for k in range(self.depth))
@@ -180,11 +185,13 @@ class Dictionary:
         self.vectors = random_unit_vectors(F, cfg.d_model, gen, cfg.orthogonality_steps)  # [F, D]
         base = _firing_probs(cfg)
         self.mag_mean = torch.tensor(_magnitude_means(cfg), dtype=torch.float32)  # [F]
-        # hierarchy: random features become tree nodes, laid out level by level
+        # hierarchy: random (or the most frequent) features become tree nodes, laid out level by level
         self.parent = torch.full((F,), -1, dtype=torch.long)  # [F] parent feature, -1 for top-level
         self.levels: list[torch.Tensor] = []  # child features per level, [n_parents_at_level, branching]
         if cfg.n_roots:
-            perm = torch.randperm(F, generator=gen)
+            perm = torch.randperm(F, generator=gen)  # drawn either way: the vectors' stream stays the same
+            if cfg.tree_nodes == "frequent":
+                perm = torch.from_numpy(np.argsort(-base, kind="stable"))
             nodes, used = perm[:cfg.n_roots], cfg.n_roots
             for _ in range(cfg.depth - 1):
                 kids = perm[used:used + len(nodes) * cfg.branching].view(len(nodes), cfg.branching)
