@@ -15,6 +15,8 @@ def test_config_errors_name_the_field():
         SyntheticConfig(p_min=0.9, p_max=0.5)
     with pytest.raises(ConfigError, match="n_roots"):
         SyntheticConfig(n_features=10, n_roots=5, branching=4, depth=2)
+    with pytest.raises(ConfigError, match="tree_nodes"):
+        SyntheticConfig(tree_nodes="leaves")
 
 
 @pytest.mark.parametrize(("correlation", "tree_nodes"),
