@@ -94,10 +94,19 @@ def register(sub) -> None:
 
 
 def _train(args) -> None:
+    import contextlib
+
+    from toymodels.outdir import lock
+
+    with lock(args.out) if args.out else contextlib.nullcontext():  # one writer per --out for the whole run
+        _train_locked(args)
+
+
+def _train_locked(args) -> None:
     import pandas as pd
 
     from toymodels.config import ToyConfig, TrainConfig
-    from toymodels.io import save_result, write_text
+    from toymodels.io import save_result
     from toymodels.train import train
 
     toy_kw, train_kw = split_overrides(parse_overrides(args.overrides), ToyConfig, TrainConfig)
@@ -109,9 +118,8 @@ def _train(args) -> None:
           f"{result.train.steps} steps in {result.seconds:.1f}s "
           f"({result.meta['model_steps_per_s']:.0f} model-steps/s, {result.meta['sampler']} sampler)")
     if args.out:
-        save_result(result, args.out)
-        write_text(args.out / "summary.csv", table.to_csv(index=False))
-        print(f"saved to {args.out}/ (weights.safetensors, config.json, summary.csv)")
+        save_result(result, args.out, extra={"summary.csv": table.to_csv(index=False)})
+        print(f"saved to {args.out}/ (weights.safetensors, config.json, summary.csv, manifest.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,26 +114,35 @@ def environment() -> dict[str, str]:
             "python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
 
 
-def save_result(result, out_dir) -> Path:
-    """Write a TrainResult as `weights.safetensors` + `config.json` (configs, losses, versions) in `out_dir`."""
+def save_result(result, out_dir, extra: dict[str, str] | None = None) -> Path:
+    """Write a TrainResult as `weights.safetensors` + `config.json` (configs, losses, versions) in `out_dir`,
+    plus `extra` text files ({name: text}), as one transaction (`toymodels.outdir`): a reader sees the complete
+    previous result or the complete new one, never a mix."""
+    from toymodels.outdir import lock, transaction
+
     out = Path(out_dir)
     tensors = {f"model.{k}": v for k, v in result.model.state_dict().items()}
     tensors.update(final_loss=result.final_loss, restart_loss=result.restart_loss, best_restart=result.best_restart,
                    loss_history=result.loss_history, history_steps=result.history_steps)
-    save_tensors(out / "weights.safetensors", tensors)
-    write_json(out / "config.json", {
-        "format_version": FORMAT_VERSION, "toy": to_dict(result.config), "train": to_dict(result.train),
-        "meta": result.meta, "environment": environment(),
-    })
+    with lock(out), transaction(out, meta={"kind": "train"}) as tx:
+        tx.save_tensors("weights.safetensors", tensors)
+        tx.write_json("config.json", {
+            "format_version": FORMAT_VERSION, "toy": to_dict(result.config), "train": to_dict(result.train),
+            "meta": result.meta, "environment": environment(),
+        })
+        for name, text in (extra or {}).items():
+            tx.write_text(name, text)
     return out
 
 
 def load_result(out_dir):
     """Load what `save_result` wrote (weights into a model of the recorded config)."""
     from toymodels.models import empty_model
+    from toymodels.outdir import check_finished, verify
     from toymodels.train import TrainResult
 
     out = Path(out_dir)
+    check_finished(out)
     info = read_json(out / "config.json")
     version = info.get("format_version")
     if version != FORMAT_VERSION:
@@ -148,6 +157,7 @@ def load_result(out_dir):
     except RuntimeError as e:
         raise DataFileError(f"{out / 'weights.safetensors'}: weights do not match the config "
                             f"({str(e).splitlines()[-1].strip()[:160]})") from None
+    verify(out, required=("config.json", "weights.safetensors"))  # hashes last: specific errors above first
     return TrainResult(config=cfg, train=tc, model=model, final_loss=tensors["final_loss"],
                        restart_loss=tensors["restart_loss"], best_restart=tensors["best_restart"],
                        history_steps=tensors.get("history_steps", torch.zeros(0)),

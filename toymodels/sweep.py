@@ -238,14 +238,21 @@ def default_out(cfg: SweepConfig) -> Path:
 
 def run_sweep(cfg: SweepConfig, out: str | Path | None = None, log=print) -> pd.DataFrame:
     """Run (or resume) a sweep; returns the results table (also written to OUT/results.csv)."""
+    from toymodels.outdir import lock
+
+    grid, batches = plan(cfg)  # validates every batch's ToyConfig before any work
+    out = Path(out or cfg.out or default_out(cfg))
+    with lock(out):  # one writer per sweep folder; batches resume as before
+        return _run_locked(cfg, out, grid, batches, log)
+
+
+def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame:
     import joblib
     from omegaconf import OmegaConf
 
     from toymodels.progress import progress
     from toymodels.store import SweepStore
 
-    grid, batches = plan(cfg)  # validates every batch's ToyConfig before any work
-    out = Path(out or cfg.out or default_out(cfg))
     store = SweepStore(out)
     todo = [b for b in batches if not store.done(b.id)]
     store.claim(content_hash(cfg), OmegaConf.to_yaml(OmegaConf.structured(cfg)),

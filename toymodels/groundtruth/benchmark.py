@@ -5,7 +5,8 @@
 
 Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant
 and width, metrics interpolated at each width's matched L0, see `match_l0`) and `figures/pareto.png` (L0 vs
-MCC, F1, explained variance).
+MCC, F1, explained variance), committed together under `manifest.json`; `packs/` keeps each finished pack's
+scores so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -158,54 +159,115 @@ def load_or_sample(cfg: BenchmarkConfig):
     return d.sample(cfg.n_train, seed=cfg.data_seed), d.sample(cfg.n_eval, seed=cfg.data_seed + 1)
 
 
+def run_key(cfg: BenchmarkConfig) -> str:
+    """Hash of everything that changes the results (not out, progress, description; a dataset file by its
+    bytes): finished packs are reused only by a run with the same key."""
+    import hashlib
+    import json
+
+    from toymodels.config import to_dict
+    from toymodels.outdir import sha256
+
+    body = {k: v for k, v in (to_dict(cfg) | {"dataset": to_dict(cfg.dataset)}).items()
+            if k not in ("out", "progress", "description")}
+    if cfg.dataset_file:
+        body["dataset_file"] = sha256(cfg.dataset_file)
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
-    """Train every SAE of the grid at once, score each on held-out ground truth, write every output."""
+    """Train every SAE of the grid pack by pack, score each on held-out ground truth, write every output.
+
+    A finished pack's score rows are kept in `out/packs/`, so a killed run resumes where it stopped; the
+    outputs are committed together (`toymodels.outdir`), so a reader never sees a mix of two runs."""
+    from toymodels.outdir import lock
+
+    with lock(cfg.out):  # one writer per output folder for the whole run
+        return _run_locked(cfg)
+
+
+def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
+    import json
+
     import torch
 
     from toymodels.config import to_dict
     from toymodels.groundtruth.metrics import score_sae
-    from toymodels.io import environment, write_json, write_text
-    from toymodels.sae import SAETrainConfig, train_saes
+    from toymodels.io import environment, read_json, write_text
+    from toymodels.outdir import transaction
+    from toymodels.sae import SAETrainConfig
+    from toymodels.sae.train import pack_indices, train_in_packs
 
     t0 = time.perf_counter()
+    out, key = Path(cfg.out), run_key(cfg)
     train_ds, eval_ds = load_or_sample(cfg)
     configs = sae_grid(cfg, train_ds.hidden.shape[1])
     tc = SAETrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.data_seed,
                         resample_every=cfg.resample_every, resample_until=cfg.resample_until,
                         resample_min_rate=cfg.resample_min_rate, progress=cfg.progress)
+
+    def pack_file(idx) -> Path:
+        return out / "packs" / f"{key}-{configs[idx[0]].name}.json"
+
+    def resume(idx):
+        path = pack_file(idx)
+        rows = read_json(path) if path.is_file() else None  # JSON: floats round-trip exactly
+        return rows if isinstance(rows, list) and len(rows) == len(idx) else None
+
+    def finish(idx, saes):
+        rows = []
+        for i, sae in zip(idx, saes, strict=True):
+            c, key_field = configs[i], SPARSITY_FIELD[configs[i].variant]
+            with torch.no_grad():
+                scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval)
+            rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": key_field,
+                         "sparsity_value": getattr(c, key_field), "seed": c.seed, **scores})
+        write_text(pack_file(idx), json.dumps(rows))  # key order kept; atomic rename: the pack's done marker
+        return rows
+
     t1 = time.perf_counter()
-    saes = train_saes(configs, train_ds.hidden, tc)
+    rows, resumed = train_in_packs(configs, train_ds.hidden, tc, resume, finish)
     t2 = time.perf_counter()
-    rows = []
-    for c, sae in zip(configs, saes, strict=True):
-        key = SPARSITY_FIELD[c.variant]
-        with torch.no_grad():
-            scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval)
-        rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": key,
-                     "sparsity_value": getattr(c, key), "seed": c.seed, **scores})
     df = pd.DataFrame(rows)
     df["true_l0"] = eval_ds.mean_l0()
     rates_F = firing_rates(eval_ds, cfg.n_eval)
     df["target_l0"] = [matched_l0(rates_F, w if cfg.match_l0 == "width" else None) for w in df["width"]]
-    out = Path(cfg.out)
-    write_text(out / "results.csv", df.to_csv(index=False))
     board = leaderboard(df)
-    write_text(out / "leaderboard.csv", board.to_csv(index=False))
-    write_text(out / "leaderboard.md", leaderboard_markdown(board, cfg))
     fig = pareto_figure(df)
-    fig_path = out / "figures" / "pareto.png"
-    from toymodels.io import atomic_path
-
-    with atomic_path(fig_path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    write_json(out / "run.json", {"config": to_dict(cfg) | {"dataset": to_dict(cfg.dataset)},
-                                  "seconds": {"data": t1 - t0, "train": t2 - t1,
-                                              "score": time.perf_counter() - t2},
-                                  "n_saes": len(configs), "environment": environment()})
+    with transaction(out, meta={"kind": "benchmark", "key": key}) as tx:
+        tx.write_text("results.csv", df.to_csv(index=False))
+        tx.write_text("leaderboard.csv", board.to_csv(index=False))
+        tx.write_text("leaderboard.md", leaderboard_markdown(board, cfg))
+        with tx.file("figures/pareto.png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        tx.write_json("run.json", {"config": to_dict(cfg) | {"dataset": to_dict(cfg.dataset)},
+                                   "seconds": {"data": t1 - t0, "train_and_score": t2 - t1,
+                                               "write": time.perf_counter() - t2},
+                                   "n_saes": len(configs), "packs_resumed": resumed, "key": key,
+                                   "environment": environment()})
+    keep = {pack_file(idx).name for idx in pack_indices(configs)}
+    for stale in (out / "packs").glob("*.json"):  # packs of other configurations in this folder
+        if stale.name not in keep:
+            stale.unlink()
     return df
+
+
+def load_benchmark(out) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, leaderboard) of a finished `benchmark run`; a folder whose outputs are not all from one
+    complete run is refused (DataFileError, one line)."""
+    from toymodels.outdir import verify
+
+    out = Path(out)
+    verify(out, required=("results.csv", "leaderboard.csv"))
+    try:
+        return pd.read_csv(out / "results.csv"), pd.read_csv(out / "leaderboard.csv")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        from toymodels.errors import DataFileError
+
+        raise DataFileError(f"{out}: unreadable benchmark table ({str(e).splitlines()[0][:120]})") from None
 
 
 def firing_rates(ds, n: int) -> np.ndarray:

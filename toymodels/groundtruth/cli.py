@@ -65,13 +65,15 @@ def _make(args) -> None:
     from toymodels.config import from_dict, to_dict
     from toymodels.groundtruth.files import save_dataset
     from toymodels.groundtruth.synthetic import Dictionary, SyntheticConfig
+    from toymodels.outdir import lock
 
     kw = parse_overrides(args.overrides)
     n, seed = kw.pop("n_samples", 100_000), kw.pop("sample_seed", 0)
     cfg = from_dict(SyntheticConfig, kw)
-    ds = Dictionary(cfg).sample(n, seed=seed)
-    ds.meta["config"] = to_dict(cfg)
-    save_dataset(args.path, ds)
+    with lock(args.path, file=True):  # one file, written by atomic rename; one writer at a time
+        ds = Dictionary(cfg).sample(n, seed=seed)
+        ds.meta["config"] = to_dict(cfg)
+        save_dataset(args.path, ds)
     print(f"wrote {args.path}: {n} samples, {cfg.n_features} features in {cfg.d_model} dims, "
           f"mean L0 {ds.mean_l0():.2f}")
 

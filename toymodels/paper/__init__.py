@@ -3,6 +3,10 @@
 Each module defines TITLE, CAPTION (two lines: what to look for; the parameters used),
 `compute(quick=False, seed=0) -> DataFrame` (a tidy table, saved as data/<name>.csv) and
 `plot(df) -> Figure`. `build_gallery` runs them and writes <name>.png/.svg, the CSVs and index.html.
+
+Each figure is committed to the gallery as one transaction (`toymodels.outdir`): its PNG, SVG and CSV with
+index.html and provenance.json, under the gallery's manifest.json. A kill leaves the gallery as it was before
+that figure; `verify_gallery` refuses a gallery whose files are not what its manifest records.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from toymodels.errors import ConfigError
 from toymodels.io import atomic_path, write_text
+from toymodels.outdir import Transaction, lock, transaction, verify
 from toymodels.progress import progress
 
 FIGURES = [
@@ -41,38 +46,69 @@ def load(name: str):
     return importlib.import_module(f"toymodels.paper.{name}")
 
 
-def save_figure(fig, out_dir: Path, name: str) -> None:
-    """Write <name>.png and <name>.svg byte-for-byte reproducibly (no dates or software versions embedded)."""
+def _target(out, rel: str):
+    """A temp path for `rel`: staged in a Transaction, or written by atomic rename under a folder."""
+    return out.file(rel) if isinstance(out, Transaction) else atomic_path(Path(out) / rel)
+
+
+def save_figure(fig, out, name: str) -> None:
+    """Write <name>.png and <name>.svg byte-for-byte reproducibly (no dates or software versions embedded) into
+    a folder or a Transaction."""
     import matplotlib
 
     matplotlib.rcParams["svg.hashsalt"] = "toymodels"
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
-        with atomic_path(out_dir / f"{name}.{ext}") as tmp:
+        with _target(out, f"{name}.{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=120, metadata=meta, bbox_inches="tight")
 
 
-def write_table(df, path: Path) -> None:
+def write_table(df, path, tx: Transaction | None = None) -> None:
+    """`df` as CSV at `path` (relative to the transaction's folder when `tx` is given)."""
     buf = io.StringIO()
     df.to_csv(buf, index=False, float_format="%.6g")
-    write_text(path, buf.getvalue())
+    if tx is None:
+        write_text(path, buf.getvalue())
+    else:
+        tx.write_text(str(path), buf.getvalue())
 
 
-def record_provenance(out_dir: Path, name: str, **settings) -> None:
-    """data/provenance.json: per figure, the settings and package versions needed to rerun it exactly."""
-    from toymodels.io import environment, read_json, write_json
+PROVENANCE = "data/provenance.json"
 
-    path = out_dir / "data" / "provenance.json"
+
+def record_provenance(tx: Transaction, name: str, **settings) -> None:
+    """data/provenance.json: per figure in the gallery, the settings and package versions needed to rerun it
+    exactly (records of figures the gallery no longer holds are dropped)."""
+    from toymodels.io import environment, read_json
+
+    path = tx.folder / PROVENANCE
     record = read_json(path) if path.exists() else {}
+    present = present_figures(tx)
+    record = {k: v for k, v in record.items() if k in present} if isinstance(record, dict) else {}
     record[name] = {**settings, "command": f"toymodels figures --only {name}" + " --quick" * settings["quick"]
                     + f" --seed {settings['seed']}", "environment": environment()}
-    write_json(path, record)
+    tx.write_json(PROVENANCE, record)
+
+
+def figure_files(name: str) -> list[str]:
+    return [f"{name}.png", f"{name}.svg", f"data/{name}.csv"]
+
+
+def present_figures(tx: Transaction) -> list[str]:
+    """Figures the gallery will hold once `tx` commits (all three files listed in its manifest)."""
+    planned = tx.planned()
+    return [n for n in FIGURES if all(f in planned for f in figure_files(n))]
 
 
 def write_index(out_dir: Path) -> None:
     """index.html: every registered figure present in `out_dir`, with its title, caption and data link."""
+    write_text(Path(out_dir) / "index.html", index_page([n for n in FIGURES if (Path(out_dir) / f"{n}.png").exists()]))
+
+
+def index_page(names: list[str]) -> str:
+    """The gallery page for `names` (in gallery order)."""
     parts = []
     for name in FIGURES:
-        if not (out_dir / f"{name}.png").exists():
+        if name not in names:
             continue
         mod = load(name)
         caption = "<br>".join(html.escape(line) for line in mod.CAPTION.strip().splitlines())
@@ -92,7 +128,26 @@ def write_index(out_dir: Path) -> None:
         "<code>data/</code>.</p>\n"
         + "\n".join(parts) + "\n</body>\n</html>\n"
     )
-    write_text(out_dir / "index.html", page)
+    return page
+
+
+def verify_gallery(out_dir) -> list[str]:
+    """The figures of a gallery written by `build_gallery`; refused (DataFileError, one line) unless its
+    manifest is complete, every file matches it, and each figure on index.html has its PNG, SVG and CSV."""
+    import re
+
+    from toymodels.errors import DataFileError
+
+    out_dir = Path(out_dir)
+    m = verify(out_dir, required=("index.html",))
+    if m is None:
+        raise DataFileError(f"{out_dir}: no manifest.json (not a gallery written by this toymodels)")
+    names = re.findall(r'<section id="([^"]+)">', (out_dir / "index.html").read_text())
+    for name in names:
+        for f in figure_files(name):
+            if f not in m["files"]:
+                raise DataFileError(f"{out_dir / f}: figure {name} is on index.html but not in the manifest")
+    return names
 
 
 def build_gallery(names: list[str] | None = None, out_dir: str | Path = "figures", quick: bool = False,
@@ -107,20 +162,26 @@ def build_gallery(names: list[str] | None = None, out_dir: str | Path = "figures
     modules = {n: load(n) for n in names}  # unknown names fail before any work
     out_dir = Path(out_dir)
     seconds = {}
-    bar = progress(names, desc="figures", enabled=None)
-    for name in bar:
-        bar.set_postfix_str(name)
-        t0 = time.perf_counter()
-        df = modules[name].compute(quick=quick, seed=seed)
-        t1 = time.perf_counter()
-        write_table(df, out_dir / "data" / f"{name}.csv")
-        record_provenance(out_dir, name, quick=quick, seed=seed)
-        fig = modules[name].plot(df)
-        save_figure(fig, out_dir, name)
-        plt.close(fig)
-        seconds[name] = time.perf_counter() - t0
-        print(f"{name}: {seconds[name]:.1f}s (compute {t1 - t0:.1f}s, plot {seconds[name] - (t1 - t0):.1f}s)",
-              file=sys.stderr, flush=True)
-    write_index(out_dir)
+    with lock(out_dir):  # one writer per gallery
+        bar = progress(names, desc="figures", enabled=None)
+        for name in bar:
+            bar.set_postfix_str(name)
+            t0 = time.perf_counter()
+            df = modules[name].compute(quick=quick, seed=seed)
+            t1 = time.perf_counter()
+            fig = modules[name].plot(df)
+            with transaction(out_dir, meta={"kind": "figures"}, keep=True) as tx:  # this figure, all at once
+                if tx.old is None:  # a gallery from before manifests: keep its files as they are
+                    for other in FIGURES:
+                        for f in figure_files(other):
+                            tx.adopt(f)
+                write_table(df, f"data/{name}.csv", tx)
+                save_figure(fig, tx, name)
+                record_provenance(tx, name, quick=quick, seed=seed)
+                tx.write_text("index.html", index_page(present_figures(tx)))
+            plt.close(fig)
+            seconds[name] = time.perf_counter() - t0
+            print(f"{name}: {seconds[name]:.1f}s (compute {t1 - t0:.1f}s, plot {seconds[name] - (t1 - t0):.1f}s)",
+                  file=sys.stderr, flush=True)
     print(f"figures: {len(names)} in {sum(seconds.values()):.1f}s → {out_dir}/index.html", file=sys.stderr)
     return seconds

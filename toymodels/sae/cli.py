@@ -41,11 +41,25 @@ def expand(sae_kw: dict) -> list[dict]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*vals)]
 
 
+def run_key(cfg, tc, data_digest: str) -> str:
+    """What an exported SAE depends on: its config, the training config and the dataset's bytes."""
+    import hashlib
+    import json
+
+    from toymodels.config import to_dict
+
+    train = {k: v for k, v in to_dict(tc).items() if k != "progress"}
+    blob = json.dumps({"sae": to_dict(cfg), "train": train, "data": data_digest}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _train(args) -> None:
     from toymodels.cli import parse_overrides, split_overrides
     from toymodels.groundtruth.files import load_dataset
     from toymodels.io import safe_join
-    from toymodels.sae import SAEConfig, SAETrainConfig, export_saelens, train_saes
+    from toymodels.outdir import is_complete, lock, sha256
+    from toymodels.sae import SAEConfig, SAETrainConfig, export_saelens, load_saelens
+    from toymodels.sae.train import train_in_packs
 
     dataset, overrides = Path(args.args[0]), args.args[1:] + args.out[1:]
     out = Path(args.out[0])
@@ -60,14 +74,28 @@ def _train(args) -> None:
     if len(set(names)) < len(names):  # disambiguate folders when labels collide
         cfgs = [dataclasses.replace(c, name=f"{c.label}-{i}") for i, c in enumerate(cfgs)]
     folders = [safe_join(out, c.label) for c in cfgs]  # a name like ../x fails here, before any training
-    saes = train_saes(cfgs, hidden.float(), tc)
+    digest = sha256(dataset)
+    keys = [run_key(c, tc, digest) for c in cfgs]
+
+    def resume(idx):  # a pack is done when every SAE folder of it is complete and from this exact run
+        if all(is_complete(folders[i], keys[i]) for i in idx):
+            return [load_saelens(folders[i]) for i in idx]
+        return None
+
+    def finish(idx, saes):
+        for i, s in zip(idx, saes, strict=True):
+            export_saelens(s, folders[i], key=keys[i])
+        return saes
+
+    with lock(out):  # one writer per output folder for the whole run
+        saes, resumed = train_in_packs(cfgs, hidden.float(), tc, resume, finish)
     x = hidden[:4096].float()
     print(f"{'sae':<28} {'arch':<9} {'L0':>7} {'FVU':>8} {'dead':>5}")
-    for s, folder in zip(saes, folders, strict=True):
+    for s in saes:
         acts = s.encode(x)
         fvu = float((s.decode(acts) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12))
         dead = int(((acts > 0).sum(0) == 0).sum())
         print(f"{s.cfg.label:<28} {s.architecture:<9} {float((acts > 0).sum(1).float().mean()):7.2f} "
               f"{fvu:8.4f} {dead:5d}")
-        export_saelens(s, folder)
-    print(f"saved {len(saes)} SAE(s) under {out}/ (SAELens format: cfg.json + sae_weights.safetensors)")
+    note = f"; {resumed} finished pack(s) resumed from an earlier run" if resumed else ""
+    print(f"saved {len(saes)} SAE(s) under {out}/ (SAELens format: cfg.json + sae_weights.safetensors){note}")

@@ -12,7 +12,7 @@ import torch
 
 from toymodels.config import from_dict, to_dict
 from toymodels.errors import ConfigError, DataFileError
-from toymodels.io import environment, load_tensors, read_json, save_tensors, write_json
+from toymodels.io import environment, load_tensors, read_json
 from toymodels.sae.base import SAEConfig, TrainedSAE
 
 SAELENS_VERSION = "6.0.0"
@@ -24,8 +24,12 @@ TENSORS = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "
 _DEFAULT_VARIANT = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 
 
-def export_saelens(sae: TrainedSAE, out_dir) -> Path:
-    """Write `sae` as a SAELens folder (atomic writes); returns the folder."""
+def export_saelens(sae: TrainedSAE, out_dir, key: str | None = None) -> Path:
+    """Write `sae` as a SAELens folder, as one transaction (`toymodels.outdir`: a reader sees the complete old
+    SAE or the complete new one); `key` (recorded in manifest.json) identifies the run for resuming. Returns
+    the folder."""
+    from toymodels.outdir import lock, transaction
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a folder")
@@ -38,19 +42,25 @@ def export_saelens(sae: TrainedSAE, out_dir) -> Path:
                         "toymodels_scale": sae.scale, "toymodels_environment": environment()}}
     if sae.architecture == "topk":
         cfg.update(k=int(sae.k), rescale_acts_by_decoder_norm=False)
-    save_tensors(out / "sae_weights.safetensors", {k: v.float() for k, v in sae.tensors().items()})
-    write_json(out / "cfg.json", cfg)
-    if sae.history:
-        write_json(out / "history.json", sae.history)
+    with lock(out), transaction(out, meta={"kind": "sae", "key": key}) as tx:
+        tx.save_tensors("sae_weights.safetensors", {k: v.float() for k, v in sae.tensors().items()})
+        tx.write_json("cfg.json", cfg)
+        if sae.history:
+            tx.write_json("history.json", sae.history)
+        else:
+            tx.remove("history.json")
     return out
 
 
 def load_saelens(path) -> TrainedSAE:
     """Read a SAELens folder (ours or any standard/topk/jumprelu/gated SAE) back as a TrainedSAE."""
+    from toymodels.outdir import check_finished, verify
+
     path = Path(path)
     cfg_path = path / "cfg.json"
     if not path.is_dir():
         raise DataFileError(f"{path}: not a folder (expected cfg.json + sae_weights.safetensors)")
+    check_finished(path)
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict):
         raise DataFileError(f"{cfg_path}: expected a JSON object")
@@ -96,6 +106,7 @@ def load_saelens(path) -> TrainedSAE:
     except ConfigError as e:
         raise DataFileError(f"{cfg_path}: metadata.toymodels_config is invalid ({e})") from None
     history = read_json(path / "history.json") if (path / "history.json").is_file() else {}
+    verify(path, required=("cfg.json", "sae_weights.safetensors"))  # refuses a half-replaced folder
     return TrainedSAE(cfg=sae_cfg, architecture=arch,
                       apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
                       k=k, scale=float(meta.get("toymodels_scale", 1.0)), history=history, **t)

@@ -226,3 +226,32 @@ def fold_scale(cfg, arch, t, extra, scale, apply_b_dec, history) -> TrainedSAE:
             t[name] = t[name] / scale
     return TrainedSAE(cfg=cfg, architecture=arch, apply_b_dec_to_input=apply_b_dec, k=extra.get("k"),
                       scale=scale, history=history, **t)
+
+
+def pack_indices(configs: list[SAEConfig]) -> list[list[int]]:
+    """Indices of `configs` grouped the way `train_saes` packs them (first-appearance order)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(c.group_key + (c.k_aux,), []).append(i)
+    return list(groups.values())
+
+
+def train_in_packs(configs: list[SAEConfig], data, tc: SAETrainConfig, resume, finish) -> tuple[list, int]:
+    """Train `configs` one pack at a time, so a killed run keeps its finished packs. `resume(idx)` returns the
+    items (one per config index) of a pack finished earlier, or None; `finish(idx, saes)` persists a freshly
+    trained pack and returns its items. Packs never interact and all see the same batches, so the result
+    equals one `train_saes` call. Returns (items in config order, number of packs resumed)."""
+    from toymodels.outdir import fault_point
+
+    items: list = [None] * len(configs)
+    resumed = 0
+    for idx in pack_indices(configs):
+        got = resume(idx)
+        if got is None:
+            got = finish(idx, train_saes([configs[i] for i in idx], data, tc))
+            fault_point("pack")
+        else:
+            resumed += 1
+        for i, item in zip(idx, got, strict=True):
+            items[i] = item
+    return items, resumed
