@@ -128,7 +128,7 @@ def test_save_load_roundtrip(tmp_path):
     back = load_result(tmp_path)
     assert torch.equal(back.W, res.W) and torch.equal(back.final_loss, res.final_loss)
     assert back.config == res.config and back.train == res.train
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "manifest.json", "weights.safetensors"]
 
 
 def test_divergence_is_named():
