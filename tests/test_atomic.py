@@ -116,9 +116,11 @@ def test_train_rerun_killed_at_every_point_is_old_new_or_refused(tmp_path, snaps
         seen.add(which)
     assert seen == {"old", "new", "refused"}
     outdir.FAULT_HOOK = None
-    for point, snap in taken:  # a rerun always completes
+    for point, snap in taken:  # a rerun always completes, and clears the killed run's temp files
         save_result(new, snap, extra={"summary.csv": "new\n"})
         assert _same(load_result(snap), new), point
+        assert sorted(p.name for p in snap.iterdir()) == ["config.json", MANIFEST, "summary.csv",
+                                                          "weights.safetensors"], point
 
 
 def test_train_rerun_on_a_full_disk_keeps_the_old_result(tmp_path, monkeypatch):
@@ -156,6 +158,30 @@ def test_train_sigkill_mid_commit_is_refused_then_a_rerun_completes(tmp_path):
     got = load_result(out)
     assert got.config.n_features == 5 and not _same(got, old)
     assert not (out / ".toymodels.lock").exists()
+
+
+def test_dataset_make_over_an_old_file_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
+    """`dataset make` writes one file by atomic rename: a failed rewrite leaves the old dataset readable."""
+    import toymodels.io
+    from toymodels.groundtruth.files import load_dataset
+
+    path = tmp_path / "d.safetensors"
+    make = ["dataset", "make", str(path), "n_features=8", "d_model=4", "n_roots=0"]
+    assert main([*make, "n_samples=50"]) == 0
+    old = load_dataset(path).hidden
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(toymodels.io, "save_file", full)
+    try:
+        rc = main([*make, "n_samples=80"])
+    except OSError:
+        rc = None  # until the CLI's outer layer turns OS errors into one line
+    assert rc != 0
+    assert torch.equal(load_dataset(path).hidden, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors"]
 
 
 # ------------------------------------------------------------------------------------------------ locking

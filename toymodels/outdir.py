@@ -137,9 +137,16 @@ class Transaction:
         self.old_files = dict(self.old["files"]) if self.old else {}
         self.pending = set(self.old.get("pending", [])) if self.old and not self.old.get("complete") else set()
 
+    def _carried(self) -> list[str]:
+        """With keep: the earlier output's files this commit leaves as they are (not those an interrupted
+        commit may have half-replaced; they are re-hashed at commit, so a file restored by e.g. git counts)."""
+        if not self.keep:
+            return []
+        return [n for n in self.old_files if n not in self.pending and (self.folder / n).is_file()]
+
     def planned(self) -> set[str]:
         """The files the manifest will list after commit (given what is staged so far)."""
-        carried = {n for n in self.old_files if n not in self.pending} if self.keep else set()
+        carried = set(self._carried())
         return (carried | set(self.adopted) | set(self.staged)) - self.removed
 
     @contextlib.contextmanager
@@ -205,9 +212,11 @@ class Transaction:
             os.replace(tmp, self.folder / name)
             del self.staged[name]
             fault_point("renamed")
-        carried = {n: h for n, h in old_files.items() if self.keep and n not in pending}
+        carried = {n: sha256(self.folder / n) for n in self._carried() if n not in new}
         files = {n: h for n, h in {**carried, **self.adopted, **new}.items() if n not in self.removed}
         stale = (set(old_files) | pending | self.removed) - set(files)  # our outputs that are no longer valid
+        stale |= {str(p.relative_to(self.folder)) for n in new  # temp files of killed earlier writers
+                  for p in (self.folder / n).parent.glob(f".{Path(n).name}.*.tmp")}
         for name in stale:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(self.folder / name)

@@ -1,4 +1,4 @@
-"""The ground-truth SAE leaderboard: variants × widths × sparsity settings × seeds, trained all at once.
+"""The ground-truth SAE leaderboard: variants × widths × sparsity settings × seeds, trained pack by pack.
 
     toymodels benchmark run                       # sweeps/benchmark.yaml → results/benchmark/
     toymodels benchmark run --experiment benchmark_tiny n_train=20000
@@ -12,6 +12,7 @@ scores so a rerun resumes.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,8 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     t1 = time.perf_counter()
     rows, resumed = train_in_packs(configs, train_ds.hidden, tc, resume, finish)
     t2 = time.perf_counter()
+    if resumed:
+        print(f"benchmark: {resumed} finished pack(s) resumed from {out / 'packs'}", file=sys.stderr)
     df = pd.DataFrame(rows)
     df["true_l0"] = eval_ds.mean_l0()
     rates_F = firing_rates(eval_ds, cfg.n_eval)
