@@ -142,6 +142,25 @@ def test_train_rerun_on_a_full_disk_keeps_the_old_result(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.json", "weights.safetensors"]
 
 
+def test_a_commit_while_a_reader_reads_is_refused_not_mixed(tmp_path, monkeypatch):
+    """Another run commits between the reader's reading config.json and weights.safetensors."""
+    import toymodels.io
+
+    out = tmp_path / "run"
+    save_result(_result(0), out)
+    real = toymodels.io.load_tensors
+
+    def commit_first(*a, **k):
+        monkeypatch.setattr(toymodels.io, "load_tensors", real)
+        save_result(_result(1), out)  # same shapes: only the manifest can tell the mix
+        return real(*a, **k)
+
+    monkeypatch.setattr(toymodels.io, "load_tensors", commit_first)
+    with pytest.raises(DataFileError, match="another run replaced this output while it was being read"):
+        load_result(out)
+    assert _same(load_result(out), _result(1))
+
+
 KILLED_TRAIN = [sys.executable, "-m", "toymodels.cli", "train", "n_features=5", "n_hidden=2", "steps=10", "seed=1"]
 
 

@@ -142,7 +142,7 @@ def load_result(out_dir):
     from toymodels.train import TrainResult
 
     out = Path(out_dir)
-    check_finished(out)
+    seen = check_finished(out)
     info = read_json(out / "config.json")
     version = info.get("format_version")
     if version != FORMAT_VERSION:
@@ -157,7 +157,7 @@ def load_result(out_dir):
     except RuntimeError as e:
         raise DataFileError(f"{out / 'weights.safetensors'}: weights do not match the config "
                             f"({str(e).splitlines()[-1].strip()[:160]})") from None
-    verify(out, required=("config.json", "weights.safetensors"))  # hashes last: specific errors above first
+    verify(out, ("config.json", "weights.safetensors"), seen)  # hashes last: specific errors above first
     return TrainResult(config=cfg, train=tc, model=model, final_loss=tensors["final_loss"],
                        restart_loss=tensors["restart_loss"], best_restart=tensors["best_restart"],
                        history_steps=tensors.get("history_steps", torch.zeros(0)),

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toymodels.errors import DataFileError, ToyModelsError
+from toymodels.errors import ConfigError, DataFileError, ToyModelsError
 from toymodels.io import _UMASK, atomic_path, read_json
 
 MANIFEST = "manifest.json"
@@ -89,11 +89,19 @@ def check_finished(folder) -> dict | None:
     return m
 
 
-def verify(folder, required: tuple[str, ...] = ()) -> dict | None:
+_UNSET = object()
+
+
+def verify(folder, required: tuple[str, ...] = (), seen=_UNSET) -> dict | None:
     """Refuse (DataFileError, one line) a folder whose last write did not finish or whose files do not match
-    its manifest; return the manifest (None for a folder without one, which is accepted as before)."""
+    its manifest; return the manifest (None for a folder without one, which is accepted as before).
+
+    `seen`: the manifest `check_finished` returned before the caller read the files; if another run committed
+    since, what was read may mix both runs, so that is refused too."""
     folder = Path(folder)
     m = check_finished(folder)
+    if seen is not _UNSET and m != seen:
+        raise DataFileError(f"{folder}: another run replaced this output while it was being read; read it again")
     if m is None:
         return None
     for name in required:
@@ -248,6 +256,8 @@ def lock(path, file: bool = False):
     """Hold the output folder `path` (or, with file=True, the single output file) for this process; refuse in
     one line if another live process holds it."""
     path = Path(path)
+    if not file and path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: exists and is not a folder; choose another output folder")
     created = not file and not path.exists()
     lf = path.parent / f".{path.name}.lock" if file else path / LOCK
     lf.parent.mkdir(parents=True, exist_ok=True)

@@ -261,16 +261,17 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
 def load_benchmark(out) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, leaderboard) of a finished `benchmark run`; a folder whose outputs are not all from one
     complete run is refused (DataFileError, one line)."""
-    from toymodels.outdir import verify
+    from toymodels.errors import DataFileError
+    from toymodels.outdir import check_finished, verify
 
     out = Path(out)
-    verify(out, required=("results.csv", "leaderboard.csv"))
+    seen = check_finished(out)
     try:
-        return pd.read_csv(out / "results.csv"), pd.read_csv(out / "leaderboard.csv")
+        tables = pd.read_csv(out / "results.csv"), pd.read_csv(out / "leaderboard.csv")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        from toymodels.errors import DataFileError
-
         raise DataFileError(f"{out}: unreadable benchmark table ({str(e).splitlines()[0][:120]})") from None
+    verify(out, ("results.csv", "leaderboard.csv"), seen)
+    return tables
 
 
 def firing_rates(ds, n: int) -> np.ndarray:

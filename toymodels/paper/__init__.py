@@ -20,7 +20,7 @@ from pathlib import Path
 
 from toymodels.errors import ConfigError
 from toymodels.io import atomic_path, write_text
-from toymodels.outdir import Transaction, lock, transaction, verify
+from toymodels.outdir import Transaction, check_finished, lock, transaction, verify
 from toymodels.progress import progress
 
 FIGURES = [
@@ -139,10 +139,11 @@ def verify_gallery(out_dir) -> list[str]:
     from toymodels.errors import DataFileError
 
     out_dir = Path(out_dir)
-    m = verify(out_dir, required=("index.html",))
-    if m is None:
+    seen = check_finished(out_dir)
+    if seen is None:
         raise DataFileError(f"{out_dir}: no manifest.json (not a gallery written by this toymodels)")
     names = re.findall(r'<section id="([^"]+)">', (out_dir / "index.html").read_text())
+    m = verify(out_dir, ("index.html",), seen)
     for name in names:
         for f in figure_files(name):
             if f not in m["files"]:

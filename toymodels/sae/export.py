@@ -60,7 +60,7 @@ def load_saelens(path) -> TrainedSAE:
     cfg_path = path / "cfg.json"
     if not path.is_dir():
         raise DataFileError(f"{path}: not a folder (expected cfg.json + sae_weights.safetensors)")
-    check_finished(path)
+    seen = check_finished(path)
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict):
         raise DataFileError(f"{cfg_path}: expected a JSON object")
@@ -106,7 +106,7 @@ def load_saelens(path) -> TrainedSAE:
     except ConfigError as e:
         raise DataFileError(f"{cfg_path}: metadata.toymodels_config is invalid ({e})") from None
     history = read_json(path / "history.json") if (path / "history.json").is_file() else {}
-    verify(path, required=("cfg.json", "sae_weights.safetensors"))  # refuses a half-replaced folder
+    verify(path, ("cfg.json", "sae_weights.safetensors"), seen)  # refuses a half-replaced folder
     return TrainedSAE(cfg=sae_cfg, architecture=arch,
                       apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
                       k=k, scale=float(meta.get("toymodels_scale", 1.0)), history=history, **t)
