@@ -22,7 +22,7 @@ import torch
 
 from toymodels import ToyConfig, TrainConfig, load_result, outdir, save_result, train
 from toymodels.cli import main
-from toymodels.errors import DataFileError
+from toymodels.errors import ConfigError, DataFileError
 from toymodels.outdir import MANIFEST, transaction, verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,3 +422,6 @@ def test_lock_is_reentrant_and_leaves_no_trace(tmp_path):
         holder = json.loads((out / ".toymodels.lock").read_text())
         assert holder["pid"] == os.getpid() and time.strftime("%Y") in holder["since"]
     assert not out.exists()  # made only for the lock, left empty: removed
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="file: exists and is not a folder"), outdir.lock(tmp_path / "file"):
+        pass
