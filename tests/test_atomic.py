@@ -302,6 +302,21 @@ def test_sae_train_killed_anywhere_loads_old_new_or_refuses_and_resumes_packs(tm
     assert all(_eq(a, b) for a, b in zip(_sae_tensors(mid_commit).values(), new.values(), strict=True))
 
 
+def test_sae_train_sigkill_after_a_pack_resumes_it(tmp_path, capsys):
+    data, out = _sae_data(tmp_path / "d.safetensors"), tmp_path / "out"
+    env = {**os.environ, "TOYMODELS_KILL_AT": "pack#1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    argv = ["sae", "train", str(data), "--out", str(out), *SAE_ARGS, "steps=20"]
+    proc = subprocess.run([sys.executable, "-m", "toymodels.cli", *argv], env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    from toymodels.sae import load_saelens
+
+    first = load_saelens(out / "topk-16-s0").tensors()  # the finished pack is complete ...
+    assert not (out / "relu-16-s0").exists()  # ... the other was never started
+    assert main(argv) == 0
+    assert "1 finished pack(s) resumed" in capsys.readouterr().out
+    assert _eq(load_saelens(out / "topk-16-s0").tensors(), first)
+
+
 # ------------------------------------------------------------------------------------------- benchmark run
 def _bench_cfg(out, steps):
     from toymodels.groundtruth.benchmark import BenchmarkConfig
