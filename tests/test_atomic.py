@@ -418,16 +418,21 @@ def test_figures_only_killed_anywhere_keeps_the_gallery_consistent(tmp_path, sna
         assert _files(snap) == ref1
 
 
-def test_figures_into_a_gallery_without_manifest_keeps_its_other_figures(tmp_path, monkeypatch):
+def test_figures_into_a_gallery_without_manifest_keeps_its_other_figures(tmp_path, monkeypatch, snapshots):
     import toymodels.paper as paper
 
     monkeypatch.setattr(paper, "load", lambda name: _FakeFigure(name))
     out = tmp_path / "g"
     paper.build_gallery(["intro", "basic"], out)
     (out / MANIFEST).unlink()  # as a gallery committed before manifests
+    taken = snapshots(out)
     paper.build_gallery(["sparsity"], out, seed=2)
-    assert paper.verify_gallery(out) == ["intro", "basic", "sparsity"]
-    assert set(json.loads((out / "data/provenance.json").read_text())) == {"intro", "basic", "sparsity"}
+    outdir.FAULT_HOOK = None
+    killed = next(s for p, s in taken if p == "renamed")  # killed mid-commit, then rerun
+    paper.build_gallery(["sparsity"], killed, seed=2)
+    for gallery in (out, killed):
+        assert paper.verify_gallery(gallery) == ["intro", "basic", "sparsity"]
+        assert set(json.loads((gallery / "data/provenance.json").read_text())) == {"intro", "basic", "sparsity"}
 
 
 def test_lock_is_reentrant_and_leaves_no_trace(tmp_path):

@@ -213,7 +213,7 @@ class Transaction:
         new = {n: h for n, (_, h) in self.staged.items()}
         fault_point("commit")
         # from here until the final manifest the folder reads as incomplete
-        self._write_manifest({"complete": False, "files": old_files,
+        self._write_manifest({"complete": False, "files": {**old_files, **self.adopted},
                               "pending": sorted(pending | set(new) | self.removed)})
         fault_point("marked")
         for name, (tmp, _) in list(self.staged.items()):
