@@ -131,7 +131,8 @@ def absorption_chanin(x_ND, acts_NL, true_NF, W_dec_LD, V_FD, parent_F, input_pr
         absorbers_J = cand_JL.topk(min(MAX_ABSORBERS, cand_JL.shape[1]), dim=1).values.sum(1)
         absorbed_J = torch.minimum(absorbers_J, probe_J - main_J)
         frac = torch.where(main_J <= 0, 1.0, (absorbed_J / (absorbed_J + main_J).clamp_min(EPS)).clamp(0, 1))
-        frac_J[s:s + chunk] = torch.where((probe_J <= 0) | (main_J >= probe_J) | (absorbers_J < SHARE * probe_J),
+        frac_J[s:s + chunk] = torch.where((probe_J <= 0) | (main_J >= probe_J * (1 - 1e-6))
+                                          | (absorbers_J < SHARE * probe_J),
                                           0.0, frac)
     n_P = torch.bincount(i_J, minlength=len(par)).float()  # 0 → NaN below
     full_P = torch.zeros(len(par)).index_add_(0, i_J, full_J) / n_P
