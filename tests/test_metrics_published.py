@@ -133,8 +133,21 @@ def test_absorption_gap_by_hand():
     assert A.absorption_gap(acts, true, V, V, parent) == pytest.approx((4 / 6 + 0.0) / 2)
 
 
-def test_pareto_figure_is_saved_with_its_table_and_svg(tmp_path):
+def test_pareto_figure_is_saved_with_its_table_and_svg(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from toymodels.groundtruth import benchmark
     from toymodels.groundtruth.benchmark import save_pareto
+
+    drawn = []
+
+    def small_figure(table):  # the real figure is drawn by the leaderboard's end-to-end test; this checks saving
+        drawn.append(table)
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot(table["l0"], table["mcc"], "o")
+        return fig
+
+    monkeypatch.setattr(benchmark, "pareto_figure", small_figure)
 
     rows = [{"variant": v, "width": 8, "sparsity_param": "k", "sparsity_value": k, "seed": s, "l0": k + s,
              "mcc": 0.5 + 0.01 * k, "f1": 0.4, "explained_variance": 0.9, "target_l0": 3.0}
@@ -144,4 +157,5 @@ def test_pareto_figure_is_saved_with_its_table_and_svg(tmp_path):
     assert len(table) == 4 and table["n_seeds"].tolist() == [2] * 4
     assert table["l0"].tolist() == [2.5, 4.5, 2.5, 4.5]  # seed means
     assert (tmp_path / "pareto.svg").read_text().lstrip().startswith("<?xml")
-    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    pd.testing.assert_frame_equal(drawn[0], table, check_dtype=False)  # the CSV holds what is drawn
