@@ -133,6 +133,18 @@ def test_absorption_gap_by_hand():
     assert A.absorption_gap(acts, true, V, V, parent) == pytest.approx((4 / 6 + 0.0) / 2)
 
 
+def test_mismatched_shapes_name_the_tensor():
+    from toymodels.errors import ConfigError
+
+    x, acts, true, W, V, parent = _absorbing_case()
+    with pytest.raises(ConfigError, match="^parent_F: must be"):
+        A.absorption_scores(x, acts, true, W, V, parent[:3])
+    with pytest.raises(ConfigError, match="^true_NF: must be"):
+        A.absorption_scores(x, acts, true[:10], W, V, parent)
+    with pytest.raises(ConfigError, match="^W_dec_LD: must be"):
+        A.absorption_scores(x, acts, true, W[:3], V, parent)
+
+
 def test_pareto_figure_is_saved_with_its_table_and_svg(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 

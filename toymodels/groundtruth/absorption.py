@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import torch
 
+from toymodels.errors import check
 from toymodels.groundtruth.metrics import EPS, abs_cos, cos
 
 MAX_K = 10
@@ -69,6 +70,18 @@ def _on_T(X_NF: torch.Tensor) -> torch.Tensor:
 def _masks(acts_NL, true_NF, masks=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(fire_LN, on_FN): which latents fire and which true features are active, as `_on_T`; reused if given."""
     return masks if masks is not None else (_on_T(acts_NL), _on_T(true_NF))
+
+
+def check_shapes(acts_NL, true_NF, W_dec_LD, V_FD, parent_F) -> None:
+    """One-line errors naming the tensor whose shape does not fit the others."""
+    N, L = acts_NL.shape
+    F = V_FD.shape[0]
+    check(tuple(true_NF.shape) == (N, F), "true_NF", f"of shape [{N}, {F}] (samples, features)",
+          list(true_NF.shape))
+    check(W_dec_LD.shape[0] == L and W_dec_LD.shape[1] == V_FD.shape[1], "W_dec_LD",
+          f"of shape [{L}, {V_FD.shape[1]}] (latents, d)", list(W_dec_LD.shape))
+    check(tuple(parent_F.shape) == (F,) and bool(((parent_F >= -1) & (parent_F < F)).all()), "parent_F",
+          f"a [{F}] tensor of feature indices or -1", list(parent_F.shape))
 
 
 def _count(*masks_EN) -> torch.Tensor:
@@ -202,6 +215,7 @@ def absorption_matched(acts_NL, true_NF, W_dec_LD, V_FD, parent_F, threshold: fl
 
 def absorption_scores(x_ND, acts_NL, true_NF, W_dec_LD, V_FD, parent_F) -> dict[str, float]:
     """absorption (Chanin et al., full), absorption_fraction, absorption_gap and absorption_matched."""
+    check_shapes(acts_NL, true_NF, W_dec_LD, V_FD, parent_F)
     masks = _masks(acts_NL, true_NF)
     ch = absorption_chanin(x_ND, acts_NL, true_NF, W_dec_LD, V_FD, parent_F, masks=masks)
     return {"absorption": ch["absorption"], "absorption_fraction": ch["absorption_fraction"],
