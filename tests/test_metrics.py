@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from toymodels.groundtruth import metrics as M
+from toymodels.groundtruth.absorption import absorption_matched
 from toymodels.groundtruth.files import GroundTruthDataset
 
 
@@ -31,7 +32,8 @@ def test_permuted_sign_flipped_copy_has_mcc_one_and_rotation_does_not():
     signs = torch.tensor([1, -1, 1, -1, -1, 1, 1, -1.0])
     W = V[perm] * signs[:, None] * 3.0  # permuted, sign-flipped, rescaled
     assert M.mcc(W, V) == pytest.approx(1.0, abs=1e-6)
-    assert M.mmcs(W, V) == pytest.approx(1.0, abs=1e-6)
+    assert M.mmcs_abs(W, V) == pytest.approx(1.0, abs=1e-6)
+    assert M.mmcs(W, V) == pytest.approx(0.5, abs=1e-6)  # signed: the 4 flipped rows do not count
     f, l, _ = M.hungarian_match(W, V)
     assert (perm[torch.tensor(l)] == torch.tensor(f)).all()  # the matching recovers the permutation
     # rotating every feature by 45° in pairs: each |cos| is exactly 1/√2
@@ -53,7 +55,8 @@ def test_narrow_sae_mcc_averages_its_matched_pairs_and_mmcs_counts_coverage():
     V = torch.eye(4)
     W = -V[[2, 0]]  # two latents, each exactly (minus) a distinct feature
     assert M.mcc(W, V) == pytest.approx(1.0, abs=1e-6)  # mean over min(L, F) = 2 matched pairs
-    assert M.mmcs(W, V) == pytest.approx(0.5, abs=1e-6)  # features 1 and 3 have no latent
+    assert M.mmcs_abs(W, V) == pytest.approx(0.5, abs=1e-6)  # features 1 and 3 have no latent
+    assert M.mmcs(W, V) == pytest.approx(0.0, abs=1e-6)  # signed: both rows point away from their feature
     W2 = torch.stack([V[0], (V[1] + V[2]) / math.sqrt(2)])
     assert M.mcc(W2, V) == pytest.approx((1 + 1 / math.sqrt(2)) / 2, abs=1e-6)
 
@@ -89,7 +92,7 @@ def test_f1_live_leaves_out_silent_latents_only():
     assert math.isnan(M.f1_live(torch.zeros(4, 3), torch.zeros(3)))
 
 
-def test_absorption_on_a_planted_case():
+def test_matched_absorption_on_a_planted_case():
     # feature 0 is the parent of children 1 and 2; when a child fires the parent fires too.
     V = torch.eye(3)
     true = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1], [1, 1, 0.0]])
@@ -98,13 +101,13 @@ def test_absorption_on_a_planted_case():
     # child fires
     W_abs = torch.stack([V[0], (V[0] + V[1]) / math.sqrt(2), (V[0] + V[2]) / math.sqrt(2)])
     acts_abs = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0.0]])
-    assert M.absorption(acts_abs, true, W_abs, V, parent) == pytest.approx(1.0)
+    assert absorption_matched(acts_abs, true, W_abs, V, parent) == pytest.approx(1.0)
     # half absorbed: in the last sample the parent latent fires as well
     acts_half = acts_abs.clone()
     acts_half[3, 0] = 1
-    assert M.absorption(acts_half, true, W_abs, V, parent) == pytest.approx(2 / 3)
+    assert absorption_matched(acts_half, true, W_abs, V, parent) == pytest.approx(2 / 3)
     # the faithful SAE never absorbs
-    assert M.absorption(true, true, V, V, parent) == 0.0
+    assert absorption_matched(true, true, V, V, parent) == 0.0
 
 
 class _Linear:

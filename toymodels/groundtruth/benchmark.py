@@ -4,9 +4,9 @@
     toymodels benchmark run --experiment benchmark_tiny n_train=20000
 
 Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant
-and width, metrics interpolated at each width's matched L0, see `match_l0`) and `figures/pareto.png` (L0 vs
-MCC, F1, explained variance), committed together under `manifest.json`; `packs/` keeps each finished pack's
-scores so a rerun resumes.
+and width, metrics interpolated at each width's matched L0, see `match_l0`) and the Pareto figure (L0 vs
+MCC, F1, explained variance): `figures/pareto.png` + `.svg` and its table `figures/data/pareto.csv`, committed
+together under `manifest.json`; `packs/` keeps each finished pack's scores so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from toymodels.io import check_out_path
 SPARSITY_FIELD = {"relu": "l1_coeff", "relu_april": "l1_coeff", "gated": "l1_coeff", "jumprelu": "l0_coeff",
                   "topk": "k", "batchtopk": "k", "matryoshka": "k"}
 """The SAEConfig field each variant's sparsity settings set."""
+LEADERBOARD_METRICS = ("f1", "f1_live", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption",
+                       "absorption_fraction", "absorption_gap", "shrinkage", "dead_frac")
+"""Leaderboard columns: `mmcs` is Sharkey et al.'s signed MMCS, `absorption` Chanin et al.'s full-absorption
+rate as SAEBench computes it (results.csv also has `mmcs_abs` and `absorption_matched`)."""
 PARETO = (("mcc", "MCC (Hungarian, decoder |cos|)"), ("f1", "mean latent F1"),
           ("explained_variance", "explained variance"))
 
@@ -236,16 +240,11 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     rates_F = firing_rates(eval_ds, cfg.n_eval)
     df["target_l0"] = [matched_l0(rates_F, w if cfg.match_l0 == "width" else None) for w in df["width"]]
     board = leaderboard(df)
-    fig = pareto_figure(df)
-    import matplotlib.pyplot as plt
-
     with transaction(out, meta={"kind": "benchmark", "key": key}) as tx:
         tx.write_text("results.csv", df.to_csv(index=False))
         tx.write_text("leaderboard.csv", board.to_csv(index=False))
         tx.write_text("leaderboard.md", leaderboard_markdown(board, cfg))
-        with tx.file("figures/pareto.png") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-        plt.close(fig)
+        save_pareto(df, tx, prefix="figures/")
         tx.write_json("run.json", {"config": to_dict(cfg) | {"dataset": to_dict(cfg.dataset)},
                                    "seconds": {"data": t1 - t0, "train_and_score": t2 - t1,
                                                "write": time.perf_counter() - t2},
@@ -300,8 +299,7 @@ def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, width): seed-averaged metrics interpolated at that width's `target_l0`, ranked by F1;
     `f1_sd` is the standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
-    metrics = [m for m in ("f1", "f1_live", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption",
-                           "shrinkage", "dead_frac") if m in df]
+    metrics = [m for m in LEADERBOARD_METRICS if m in df]
     rows = []
     for (v, w), g in df.groupby(["variant", "width"], sort=False):
         ref = float(g["target_l0"].iloc[0])
@@ -325,7 +323,11 @@ def leaderboard_markdown(board: pd.DataFrame, cfg: BenchmarkConfig | None = None
           "each width's matched L0 (the true L0 of its `width` most frequent features)")
     lines = [f"# SAE leaderboard ({cfg.name if cfg else ''})", "",
              f"Metrics are seed means, interpolated (linearly in log L0) at {at}, `target_l0`; "
-             "`*` marks variants whose L0 range does not bracket it (the nearest run is shown).", "",
+             "`*` marks variants whose L0 range does not bracket it (the nearest run is shown). "
+             "`mmcs`: Sharkey et al.'s mean max signed cosine; `absorption`: Chanin et al.'s full-absorption "
+             "rate and `absorption_fraction` Till's fraction, both as SAEBench computes them, with the true "
+             "parent vectors as probes; `absorption_gap`: P(parent latent | parent, no child) − "
+             "P(parent latent | parent, child), mean over edges.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in board.iterrows():
         cells = [("–" if np.isnan(r[c]) else f"{r[c]:.3f}") if isinstance(r[c], float) else str(r[c])
@@ -336,8 +338,37 @@ def leaderboard_markdown(board: pd.DataFrame, cfg: BenchmarkConfig | None = None
     return "\n".join(lines) + "\n"
 
 
+def pareto_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto figure's points: per (variant, width, sparsity setting) the seed means of L0 and each
+    plotted metric, with the width's target L0."""
+    cols = ["l0", *(m for m, _ in PARETO)]
+    keys = ["variant", "width", "sparsity_param", "sparsity_value"]
+    t = df.groupby(keys, sort=False).agg(**{c: (c, "mean") for c in cols}, target_l0=("target_l0", "first"),
+                                         n_seeds=("seed", "nunique"))
+    return t.reset_index()
+
+
+def save_pareto(df: pd.DataFrame, out, prefix: str = "") -> None:
+    """<prefix>pareto.png/.svg and the points they show in <prefix>data/pareto.csv (as the gallery), into a folder
+    or a Transaction."""
+    from toymodels.outdir import Transaction
+    from toymodels.paper import save_figure, write_table
+
+    table = pareto_table(df)
+    if isinstance(out, Transaction):
+        write_table(table, f"{prefix}data/pareto.csv", out)
+    else:
+        write_table(table, Path(out) / f"{prefix}data/pareto.csv")
+    fig = pareto_figure(table)
+    save_figure(fig, out, f"{prefix}pareto")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def pareto_figure(df: pd.DataFrame):
-    """L0 vs MCC, F1 and explained variance; one line per (variant, width); dashed lines at the target L0s."""
+    """L0 vs MCC, F1 and explained variance from a `pareto_table`; one line per (variant, width); dashed lines
+    at the target L0s."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,7 +380,7 @@ def pareto_figure(df: pd.DataFrame):
     colors = dict(zip(variants, plt.get_cmap("tab10").colors, strict=False))
     for ax, (metric, label) in zip(axes, PARETO, strict=True):
         for (v, w), g in df.groupby(["variant", "width"], sort=False):
-            m = g.groupby("sparsity_value")[["l0", metric]].mean().sort_values("l0")
+            m = g.sort_values("l0")
             ax.plot(m["l0"], m[metric], "o-", color=colors[v], label=f"{v} ({w})" if df["width"].nunique() > 1
                     else v, alpha=0.9)
         for t in sorted(set(df["target_l0"].dropna())):

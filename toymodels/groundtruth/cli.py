@@ -50,7 +50,8 @@ def _run(args) -> None:
     cfg = to_object(compose(args.experiment, args.overrides, kind="benchmark"))
     run_benchmark(cfg)
     print(Path(cfg.out, "leaderboard.md").read_text())
-    print(f"wrote {cfg.out}/results.csv, leaderboard.md, leaderboard.csv, figures/pareto.png")
+    print(f"wrote {cfg.out}/results.csv, leaderboard.md, leaderboard.csv, figures/pareto.png/.svg, "
+          "figures/data/pareto.csv")
 
 
 def _score(args) -> None:

@@ -2,7 +2,8 @@
 
 Shapes: W_dec_LD decoder rows (one per latent), V_FD true feature vectors, acts_NL latent activations,
 true_NF true feature activations, x_ND inputs, xhat_ND reconstructions. A latent "fires" when its act is > 0
-(non-zero for signed SAEs); a true feature is "active" when its activation is non-zero.
+(non-zero for signed SAEs); a true feature is "active" when its activation is non-zero. The absorption metrics
+are in absorption.py.
 """
 
 from __future__ import annotations
@@ -18,16 +19,28 @@ from toymodels.errors import DataFileError
 EPS = 1e-12
 
 
-def abs_cos(W_dec_LD: torch.Tensor, V_FD: torch.Tensor) -> torch.Tensor:
-    """[F, L] |cos(v_f, w_l)| between every true feature and every decoder row (zero rows give 0)."""
+def cos(W_dec_LD: torch.Tensor, V_FD: torch.Tensor) -> torch.Tensor:
+    """[F, L] signed cos(v_f, w_l) between every true feature and every decoder row (zero rows give 0)."""
     V = V_FD.float() / V_FD.float().norm(dim=1, keepdim=True).clamp_min(EPS)
     W = W_dec_LD.float() / W_dec_LD.float().norm(dim=1, keepdim=True).clamp_min(EPS)
-    return (V @ W.T).abs()
+    return V @ W.T
+
+
+def abs_cos(W_dec_LD: torch.Tensor, V_FD: torch.Tensor) -> torch.Tensor:
+    """[F, L] |cos(v_f, w_l)|."""
+    return cos(W_dec_LD, V_FD).abs()
 
 
 def mmcs(W_dec_LD, V_FD) -> float:
-    """Mean max cosine similarity (Sharkey et al. 2022): mean over true features f of max_l |cos(v_f,
-    w_l)|."""
+    """Mean max cosine similarity as Sharkey et al. (2022) define it: the mean over true features f of
+    max_l cos(v_f, w_l), **signed**, so a decoder row pointing opposite to a feature does not count as finding
+    it. The leaderboard shows this one."""
+    return float(cos(W_dec_LD, V_FD).max(1).values.mean())
+
+
+def mmcs_abs(W_dec_LD, V_FD) -> float:
+    """Sign-blind MMCS: the mean over true features of max_l |cos(v_f, w_l)| (≥ `mmcs`; equal when every
+    best row points along its feature, as for ReLU SAEs on non-negative features)."""
     return float(abs_cos(W_dec_LD, V_FD).max(1).values.mean())
 
 
@@ -104,39 +117,22 @@ def shrinkage(x_ND, xhat_ND) -> float:
     return float((xhat_ND.norm(dim=1)[ok] / nx[ok]).mean())
 
 
-def absorption(acts_NL, true_NF, W_dec_LD, V_FD, parent_F, threshold: float = 0.1) -> float:
-    """Feature absorption on hierarchical data. For every child c with parent p: the parent's latent l_p is
-    its best-|cos| decoder row, the child's latent l_c likewise. Over all (sample, child) events where the
-    child is active, absorption is the fraction where l_p does not fire while l_c fires and carries the parent
-    direction (|cos(w_{l_c}, v_p)| ≥ threshold). NaN when there are no child-active events."""
-    kids = (parent_F >= 0).nonzero()[:, 0]
-    if len(kids) == 0:
-        return float("nan")
-    par = parent_F[kids]
-    C = abs_cos(W_dec_LD, V_FD)  # [F, L]
-    lat = C.argmax(1)  # each feature's best latent
-    l_p, l_c = lat[par], lat[kids]
-    carries = C[par, l_c] >= threshold  # [K]
-    child_on = true_NF[:, kids] != 0  # [N, K]
-    fire = acts_NL != 0
-    events = child_on & ~fire[:, l_p] & fire[:, l_c] & carries
-    n = child_on.sum()
-    return float(events.sum() / n) if n else float("nan")
-
-
 def score_tensors(x_ND, acts_NL, xhat_ND, W_dec_LD, V_FD=None, true_NF=None,
                   parent_F=None) -> dict[str, float]:
     """Every metric that the given tensors allow, as a flat dict of floats."""
     out = {"l0": l0(acts_NL), "dead_frac": dead_fraction(acts_NL),
            "explained_variance": explained_variance(x_ND, xhat_ND), "shrinkage": shrinkage(x_ND, xhat_ND)}
     if V_FD is not None:
-        out.update(mmcs=mmcs(W_dec_LD, V_FD), mcc=mcc(W_dec_LD, V_FD), uniqueness=uniqueness(W_dec_LD, V_FD))
+        out.update(mmcs=mmcs(W_dec_LD, V_FD), mmcs_abs=mmcs_abs(W_dec_LD, V_FD), mcc=mcc(W_dec_LD, V_FD),
+                   uniqueness=uniqueness(W_dec_LD, V_FD))
         if true_NF is not None:
             det = detection_scores(acts_NL, true_NF, W_dec_LD, V_FD)
             out.update(precision=float(det["precision"].mean()), recall=float(det["recall"].mean()),
                        f1=float(det["f1"].mean()), f1_live=f1_live(acts_NL, det["f1"]), true_l0=l0(true_NF))
             if parent_F is not None and bool((parent_F >= 0).any()):
-                out["absorption"] = absorption(acts_NL, true_NF, W_dec_LD, V_FD, parent_F)
+                from toymodels.groundtruth.absorption import absorption_scores
+
+                out.update(absorption_scores(x_ND, acts_NL, true_NF, W_dec_LD, V_FD, parent_F))
     return out
 
 
