@@ -9,7 +9,7 @@ on the pieces between the kinks, where the integrand is a polynomial of low degr
 2 → 1 (feature 0 importance 1, extra feature 1 importance r, both density p): `optimum_2to1` minimises the loss
 over all four parameters (w0, w1, b0, b1). Given W the biases separate, so each feature's best error
 e(w_f, w_g) = min_b is tabulated on a W grid (step 0.05, |w| ≤ 1.3), the global minimum of e(w0, w1) + r·e(w1, w0)
-is read off the grid, then polished by Nelder–Mead. Its kinds: `ignore` (w1 = 0, extra feature outputs its
+is read off the grid, then polished by L-BFGS-B. Its kinds: `ignore` (w1 = 0, extra feature outputs its
 mean), `dedicate` (w0 = 0), `antipodal` (opposite signs, both norms ≥ 0.5; unequal norms at r ≠ 1, bias of
 either sign) and `partial` (opposite signs, one norm in (0.05, 0.5): a feature kept weakly). The phase of
 the extra feature uses the same rule as the trained models (`toymodels.analysis.phases`) on the optimal W.
@@ -174,7 +174,8 @@ def _best_bias(p, a, c, iters: int = 18):
 def loss_2to1(p: float, r: float, z) -> float:
     """Expected loss of the 2 → 1 model z = (w0, w1, b0, b1)."""
     w0, w1, b0, b1 = z
-    return float(feature_error(p, w0 * w0, w0 * w1, b0) + r * feature_error(p, w1 * w1, w0 * w1, b1)) / 2
+    e = feature_error(p, [w0 * w0, w1 * w1], w0 * w1, [b0, b1])  # both features in one call
+    return float(e[0] + r * e[1]) / 2
 
 
 class Optimum(NamedTuple):
@@ -214,8 +215,8 @@ def optimum_2to1(p: float, r: float) -> Optimum:
     """The global minimum of the 2 → 1 expected loss over (w0, w1, b0, b1) at density p, importance ratio r."""
     w, e, bias = _tables([p])[0]
     i, j = np.unravel_index(np.argmin(e + r * e.T), e.shape)
-    res = minimize(lambda z: loss_2to1(p, r, z), [w[i], w[j], bias[i, j], bias[j, i]], method="Nelder-Mead",
-                   options={"xatol": 1e-6, "fatol": 1e-14, "maxiter": 2000})
+    res = minimize(lambda z: loss_2to1(p, r, z), [w[i], w[j], bias[i, j], bias[j, i]], method="L-BFGS-B",
+                   options={"ftol": 1e-14, "gtol": 1e-10})
     v = float(variance(p))
     exact = [(r * v / 2, [1.0, 0.0, 0.0, p / 2]), (v / 2, [0.0, 1.0, p / 2, 0.0])]  # ignore, dedicate
     loss, z = min([(float(res.fun), res.x), *exact], key=lambda t: t[0])
@@ -248,11 +249,11 @@ def candidate_losses_2to1(p, r) -> dict[str, np.ndarray]:
 def antipodal_equal(p: float) -> tuple[float, float, float]:
     """(G, s, t): one feature's error in the antipodal pair W = ±√s, b = −t, minimised over s > 0, t ≥ 0."""
     def f(z):
-        s, t = np.exp(z[0]), z[1]
-        return float(feature_error(p, s, -s, -max(t, 0.0))) + min(t, 0.0) ** 2
-    best = min((minimize(f, z0, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-14})
-                for z0 in ([0.0, 0.0], [0.0, 0.5])), key=lambda res: res.fun)
-    return float(best.fun), float(np.exp(best.x[0])), float(max(best.x[1], 0.0))
+        return float(feature_error(p, z[0], -z[0], -z[1]))
+    best = min((minimize(f, z0, method="L-BFGS-B", bounds=[(1e-3, 4.0), (0.0, 2.0)],
+                         options={"ftol": 1e-15, "gtol": 1e-11}) for z0 in ([1.0, 0.0], [1.0, 0.5])),
+               key=lambda res: res.fun)
+    return float(best.fun), float(best.x[0]), float(best.x[1])
 
 
 # ---------------------------------------------------------------- 3 → 2: candidates

@@ -41,7 +41,13 @@ def compute(quick: bool = False, seed: int = 0) -> pd.DataFrame:
         # cosine between the two members of the feature's own set
         df["pair_cosine"] = [cosine(W_IFH[i], f, f ^ 1) for i in range(len(DENSITIES)) for f in range(4)]
         tables.append(df)
-    for H in (2, 3):  # the paper's three correlated pairs (n = 6) in m = 2, and in m = 3
+    return pd.concat([*tables, three_pairs(quick, seed)], ignore_index=True)
+
+
+def three_pairs(quick: bool = False, seed: int = 0) -> pd.DataFrame:
+    """The paper's three correlated pairs (n = 6) in m = 2 and in m = 3: one weights table, with pair_cosine."""
+    tables = []
+    for H in (2, 3):
         cfg = ToyConfig(n_features=6, n_hidden=H, structure="correlated", set_size=2, density=PAIRS_DENSITY)
         df = weights_table(fit(cfg, quick, seed, steps=PAIRS_STEPS, restarts=RESTARTS),
                            structure=f"three pairs, m={H}", set_density=PAIRS_DENSITY)
