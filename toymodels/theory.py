@@ -19,8 +19,9 @@ pair forced to equal norms and bias ≤ 0) are upper bounds on the optimum, not 
 
 3 → 2 (`losses_3to2`): features 0, 1 importance 1, extra feature 2 importance r. Candidates: the extra feature
 shares a dimension with feature 1 while feature 0 keeps one (loss 2·L*₂→₁(p, r)/3; its phase is the 2 → 1
-optimum's), or it takes a dimension and features 0, 1 share the other (2·L*₂→₁(p, 1)/3: dedicated), or all
-three at 120° (a triangle, norms and biases optimised: superposition).
+optimum's), or it takes a dimension and features 0, 1 share the other (2·L*₂→₁(p, 1)/3: dedicated). A third,
+all three at 120° (`triangle_loss`, norms and biases optimised), loses to them at every point tested, so
+`phase_3to2` leaves it out.
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ def loss_2to1(p: float, r: float, z) -> float:
 
 
 class Optimum(NamedTuple):
+    """The 2 → 1 optimum: expected loss, weights, biases, kind (`KINDS`) and the extra feature's phase."""
+
     loss: float
     W: np.ndarray
     """[2] w0, w1 (sign fixed so that w0 ≥ 0)."""
@@ -279,7 +282,7 @@ def losses_3to2(p: float, r: float) -> dict[str, float]:
 
 def phase_3to2(p, r) -> np.ndarray:
     """Phase of the extra feature at the better of the `share` and `own_dim` 3 → 2 candidates (elementwise over
-    p × r broadcast), from the tabulated 2 → 1 optima; the triangle never wins on the figure's grid (tested)."""
+    p × r broadcast), from the tabulated 2 → 1 optima (the triangle, slower, loses at every point tested)."""
     p, r = np.broadcast_arrays(np.asarray(p, float), np.asarray(r, float))
     out = np.empty(p.shape, object)
     for q in np.unique(p):

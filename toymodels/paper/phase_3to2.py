@@ -13,7 +13,7 @@ CAPTION = (
     "Phase of the extra (third) feature (blue: not represented, green: its own dimension, red: superposition); "
     "black lines: boundaries of the best of the theory's candidates (toymodels.theory: the extra feature "
     "shares a dimension with one feature as in the 2→1 optimum, or takes one while the other two share; three "
-    "at 120° never wins), ×: cells away from the lines that disagree; the title gives the agreement.\n"
+    "at 120° loses at every point tested), ×: cells away from the lines that disagree; the title gives the agreement.\n"
     "3→2 ReLU-output model, features 0 and 1 importance 1, extra feature importance 0.1→10 (x), all "
     "densities 1→0.01 (y), 12×12 grid, best of 10 restarts picked on the exact expected loss, 1000 AdamW "
     "steps (lr 0.01, batch 256) per model."
