@@ -139,16 +139,14 @@ _TABLES: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 def _tables(ps) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per density p: (w [N], e [N, N], b [N, N]) with e[i, j] = min_b feature_error(p, w_i², w_i w_j, b) and
-    b its argmin. Computed in one batched call for the densities not cached yet."""
+    b its argmin. One density at a time, so a table (and an argmin tie) never depends on what else was asked."""
     n = int(round(LIM / STEP))
     w = np.linspace(-n * STEP, n * STEP, 2 * n + 1)
-    todo = sorted({float(q) for q in ps} - set(_TABLES))
-    for chunk in (todo[k:k + 16] for k in range(0, len(todo), 16)):
-        x, y = np.meshgrid(w[n:], w, indexing="ij")  # e(x, y) = e(−x, −y): tabulate x ≥ 0 only
-        e, b = _best_bias(np.array(chunk)[:, None, None], x * x, x * y)
-        for q, e_q, b_q in zip(chunk, e, b, strict=True):
-            mirror = lambda t: np.concatenate([t[:0:-1, ::-1], t])  # noqa: E731  rows x < 0 from x > 0
-            _TABLES[q] = (w, mirror(e_q), mirror(b_q))
+    x, y = np.meshgrid(w[n:], w, indexing="ij")  # e(x, y) = e(−x, −y): tabulate x ≥ 0 only
+    mirror = lambda t: np.concatenate([t[:0:-1, ::-1], t])  # noqa: E731  rows x < 0 from x > 0
+    for q in sorted({float(q) for q in ps} - set(_TABLES)):
+        e, b = _best_bias(q, x * x, x * y)
+        _TABLES[q] = (w, mirror(e), mirror(b))
     return [_TABLES[float(q)] for q in ps]
 
 

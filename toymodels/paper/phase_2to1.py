@@ -91,7 +91,7 @@ def overlay(ax, solid, dashed=None) -> None:
         lab = fn(ps[:, None], r[None, :])  # [P, R]
         rows = [[(np.sqrt(r[k] * r[k + 1]), f"{a}|{b}") for k, (a, b) in enumerate(zip(row[:-1], row[1:], strict=True))
                  if a != b] for row in lab]
-        for key in {k for row in rows for _, k in row}:
+        for key in sorted({k for row in rows for _, k in row}):  # sorted: the same drawing order every run
             on = [[x for x, k in row if k == key][:1] for row in rows]  # first change of this kind per row
             n = 0
             while n < len(rows):
