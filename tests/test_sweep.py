@@ -108,18 +108,18 @@ def _model_loss(W_FH, b_F, imp_F, p, n=1_000_000, seed=0):
 
 
 @pytest.mark.parametrize("p, r", [(0.1, 0.3), (0.3, 2.0), (1.0, 1.0)])
-def test_closed_form_losses_match_monte_carlo(p, r):
-    L = theory.losses_2to1(p, r)
+def test_closed_form_candidates_match_monte_carlo(p, r):
+    L = theory.candidate_losses_2to1(p, r)
     v = theory.variance(p)
     ignore = _model_loss([[1.0], [0.0]], [0.0, p / 2], [1.0, r], p)
-    assert ignore == pytest.approx(L["not_represented"], rel=0.02)
-    assert _model_loss([[0.0], [1.0]], [p / 2, 0.0], [1.0, r], p) == pytest.approx(L["dedicated"], rel=0.02)
-    g, s, t = theory.antipodal_best(p)
+    assert ignore == pytest.approx(L["ignore"], rel=0.02)
+    assert _model_loss([[0.0], [1.0]], [p / 2, 0.0], [1.0, r], p) == pytest.approx(L["dedicate"], rel=0.02)
+    g, s, t = theory.antipodal_equal(p)
     a = float(np.sqrt(s))
-    assert _model_loss([[a], [-a]], [-t, -t], [1.0, r], p) == pytest.approx(L["superposition"], rel=0.05)
-    assert L["dedicated"] == pytest.approx(v / 2)
+    assert _model_loss([[a], [-a]], [-t, -t], [1.0, r], p) == pytest.approx(L["antipodal_equal"], rel=0.05)
+    assert L["dedicate"] == pytest.approx(v / 2)
     # the minimised antipodal loss is no worse than unit norms and zero bias
-    assert g <= theory.antipodal_error(p, 1.0, 0.0) + 1e-12
+    assert g <= float(theory.feature_error(p, 1.0, -1.0, 0.0)) + 1e-12
 
 
 def test_theory_phases_have_the_expected_layout():
@@ -139,13 +139,11 @@ def test_phase_diagram_agrees_with_theory_on_a_small_grid():
 
 
 def test_boundary_lines_separate_the_theoretical_phases():
-    p = np.array([0.05, 0.3])
-    b = theory.boundaries_2to1(p)
+    p = np.array([0.05, 0.3, 0.6])
+    b = theory.boundaries(theory.phase_2to1, p)
+    assert {"not_represented|superposition", "superposition|dedicated"} <= set(b)
     for lo_hi, r in b.items():
-        if lo_hi == "not_represented|dedicated":
-            continue
         lo, hi = lo_hi.split("|")
-        assert list(theory.phase_2to1(p, r * 0.98)) == [lo, lo]
-        assert list(theory.phase_2to1(p, r * 1.02)) == [hi, hi]
-    pt = theory.triple_point_2to1()
-    assert 0.3 < pt < 0.9 and theory.phase_2to1(min(1.0, pt * 1.1), 1.01) == "dedicated"
+        ok = ~np.isnan(r)
+        assert list(theory.phase_2to1(p[ok], r[ok] * 0.97)) == [lo] * ok.sum(), lo_hi
+        assert list(theory.phase_2to1(p[ok], r[ok] * 1.03)) == [hi] * ok.sum(), lo_hi

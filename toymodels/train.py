@@ -24,7 +24,7 @@ import torch
 
 from toymodels import analysis
 from toymodels.config import ToyConfig, TrainConfig
-from toymodels.errors import DivergenceError
+from toymodels.errors import DivergenceError, check
 from toymodels.features import FastSampler, nonzero_row_prob, sample_dense, sample_sparse
 from toymodels.models import TiedGrad, TiedModel, ToyModel, build_model
 from toymodels.progress import progress
@@ -113,6 +113,10 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     """Train every instance of `cfg` (× `tc.restarts`) at once; keep each instance's best restart."""
     tc = tc or TrainConfig()
     I, R, F = cfg.instances, tc.restarts, cfg.n_features
+    exact_ok = (cfg.model == "relu_output" and cfg.structure == "independent" and cfg.magnitude_law == "uniform"
+                and F <= 3)
+    check(tc.eval_mode == "sampled" or exact_ok, "eval_mode",
+          "sampled here (exact needs model relu_output with ≤ 3 independent uniform features)", tc.eval_mode)
     p_IF = torch.tensor(cfg.density_array(), dtype=torch.float32)
     imp_IF = torch.tensor(cfg.importance_array(), dtype=torch.float32)
     p_KF, imp_KF = p_IF.repeat_interleave(R, 0), imp_IF.repeat_interleave(R, 0)  # K = I·R, k = i·R + r
@@ -155,7 +159,8 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
             snap_steps.append(step + 1 if step + 1 == tc.steps else step)
     seconds = time.perf_counter() - t0
 
-    eval_K = evaluate(model, cfg, p_IF, imp_IF, tc, R)
+    eval_K = evaluate(model, cfg, p_IF, imp_IF, tc, R) if tc.eval_mode == "sampled" else exact_loss(model, p_IF,
+                                                                                                        imp_IF, R)
     # e.g. weights that overflow only at eval
     _on_divergence(~torch.isfinite(eval_K) & ~diverged, tc.steps, R, tc)
     diverged |= ~torch.isfinite(eval_K)
@@ -187,6 +192,16 @@ def evaluate(model: ToyModel, cfg: ToyConfig, p_IF, imp_IF, tc: TrainConfig, R: 
         imp_KF = imp_IF.repeat_interleave(R, 0)
         total += batch_loss(model, x.repeat_interleave(R, 0), n_zero, imp_KF, tc.batch_size)
     return total / tc.eval_batches
+
+
+@torch.no_grad()
+def exact_loss(model: ToyModel, p_IF: torch.Tensor, imp_IF: torch.Tensor, R: int) -> torch.Tensor:
+    """[I·R] closed-form expected loss of every restart (relu_output, ≤ 3 independent U[0,1] features)."""
+    from toymodels.theory import expected_loss
+
+    W_KFH, b_KF = model.feature_weights().double().numpy(), model.b.detach().double().numpy()
+    p_KF, imp_KF = (t.repeat_interleave(R, 0).double().numpy() for t in (p_IF, imp_IF))
+    return torch.from_numpy(expected_loss(W_KFH, b_KF, p_KF, imp_KF)).float()
 
 
 class _AutogradStep:

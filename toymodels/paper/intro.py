@@ -13,6 +13,8 @@ DENSITIES = [1.0, 0.3, 0.1, 0.05, 0.02]
 STEPS, RESTARTS = (5_000, 2_000), (8, 4)
 
 TITLE = "Superposition appears as features get sparser (5 features → 2 dims)"
+SECTION = "paper"
+SOURCE = "Elhage et al. 2022, Toy Models of Superposition: the introduction (5 features in 2 dimensions)"
 CAPTION = (
     "Dense features: the model keeps the 2 most important in dedicated orthogonal directions; as density "
     "falls it packs 4 as antipodal pairs, then all 5 as a pentagon (D_i = 2/5); colour = importance 0.9^i.\n"

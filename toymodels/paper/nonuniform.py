@@ -16,6 +16,8 @@ SHOWN = [0.5, 0.13, 0.05, 0.016, 0.0079, 0.001]  # x0 densities drawn as vector 
 STEPS, RESTARTS = (5_000, 2_000), (6, 4)
 
 TITLE = "One feature's density changes: the pentagon deforms, then snaps to digons (5 features → 2 dims)"
+SECTION = "paper"
+SOURCE = "Elhage et al. 2022, Non-uniform superposition"
 CAPTION = (
     "The other four features stay at density 0.05 while x0 (red) gets denser or sparser: the pentagon "
     "deforms (x0's D_i drifts from 2/5), and once x0 is ~10× sparser it snaps: x0 is dropped and the other "

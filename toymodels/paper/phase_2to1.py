@@ -8,12 +8,17 @@ import numpy as np
 import pandas as pd
 
 TITLE = "Phase diagram: 2 features in 1 dimension"
+SECTION = "paper"
+SOURCE = "Elhage et al. 2022, Superposition as a phase change"
 CAPTION = (
-    "Phase of the extra feature (blue: not represented, green: dedicated dimension, red: antipodal "
-    "superposition); black lines: where the closed-form expected losses of the three candidates cross "
-    "(toymodels.theory); the title gives the share of cells away from those lines whose phase matches.\n"
+    "Phase of the extra feature (blue: not represented, green: dedicated, red: superposition); black lines: "
+    "phase boundaries of the global optimum of the exact expected loss over all four parameters (toymodels."
+    "theory), dashed: where its kind changes (ignore, dedicate, antipodal pair with unequal norms and a bias of "
+    "either sign, or partial superposition: one weight under 0.5, at high density); ×: cells away from the "
+    "lines that disagree; the title gives the agreement.\n"
     "2→1 ReLU-output model, feature 0 importance 1, extra feature importance 0.1→10 (x), both densities "
-    "1→0.01 (y), 16×16 grid, best of 10 restarts, 1000 AdamW steps (lr 0.01, batch 256) per model."
+    "1→0.01 (y), 16×16 grid, best of 10 restarts picked on the exact expected loss, 1000 AdamW steps (lr 0.01, "
+    "batch 256) per model."
 )
 
 PHASE_COLORS = {"not_represented": "#4c72b0", "dedicated": "#55a868", "superposition": "#c44e52"}
@@ -26,12 +31,13 @@ def point_table(df: pd.DataFrame, feature: int = 1) -> pd.DataFrame:
                 "dimensionality", "phase", "loss"]]
 
 
-def with_theory(pts: pd.DataFrame) -> tuple[pd.DataFrame, float, int]:
-    """Add the theoretical phase and boundary-adjacency; return (table, agreement, cells used)."""
+def with_theory(pts: pd.DataFrame, phase_fn=None) -> tuple[pd.DataFrame, float, int]:
+    """Add the theoretical phase (`phase_fn(density, importance)`, default the 2 → 1 optimum's) and
+    boundary-adjacency; return (table, agreement, cells used)."""
     from toymodels.theory import agreement, near_boundary, phase_2to1
 
     pts = pts.copy()
-    pts["theory"] = phase_2to1(pts.density.to_numpy(), pts.importance.to_numpy())
+    pts["theory"] = (phase_fn or phase_2to1)(pts.density.to_numpy(), pts.importance.to_numpy())
     shape = (pts.iy.max() + 1, pts.ix.max() + 1)
     emp = pts.sort_values(["iy", "ix"]).phase.to_numpy().reshape(shape)
     th = pts.sort_values(["iy", "ix"]).theory.to_numpy().reshape(shape)
@@ -60,22 +66,57 @@ def run_phase_sweep(name: str, overrides: list[str]) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame):
-    """Phase map (cells) + theoretical boundaries (lines on a fine grid)."""
-    from toymodels.theory import boundaries_2to1, triple_point_2to1
+    """Phase map (cells) + the optimum's phase boundaries (solid) and kind boundaries (dashed)."""
+    from toymodels.theory import phase_2to1
 
     fig, ax = phase_map(df)
-    ys = np.sort(df.y.unique())
-    fy = np.geomspace(ys.min() / 1.2, ys.max() * 1.2, 50)
-    fy = np.sort(np.append(fy, triple_point_2to1()))  # the three lines meet there
-    xlim, ylim = ax.get_xlim(), ax.get_ylim()
-    for r in boundaries_2to1(fy).values():  # exact crossing lines of the candidates' losses
-        ax.plot(r, fy, color="k", lw=1.4)
-    ax.set(xlim=xlim, ylim=ylim)
-    agree = (df.theory == df.phase)[~df.near_boundary].mean()
-    ax.set_title(f"2→1: trained phase vs theory (lines); agreement {agree:.0%} "
-                 f"of {int((~df.near_boundary).sum())} cells", fontsize=9)
+    overlay(ax, phase_2to1, dashed=lambda p, r: phase_2to1(p, r, "kind"))
+    ax.set_title(f"2→1: trained phase vs the optimum's (lines)\n{agreement_text(df)}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def overlay(ax, solid, dashed=None) -> None:
+    """Boundaries of the labels `solid(p, r)` (and `dashed(p, r)`): the changes along r (300 log-spaced
+    points over the axes) at each of `theory.LINE_DENSITIES`, joined row to row; a line that starts or ends
+    (a junction) is joined to the nearest change in the row beyond."""
+    from toymodels.theory import LINE_DENSITIES
+
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    r = np.geomspace(xlim[0] / 3, xlim[1] * 3, 300)  # past the edges, so lines run off the axes
+    ps = np.array(LINE_DENSITIES)
+    for fn, style in ((dashed, {"ls": "--", "lw": 0.9, "color": "0.15"}), (solid, {"lw": 1.6, "color": "k"})):
+        if fn is None:
+            continue
+        lab = fn(ps[:, None], r[None, :])  # [P, R]
+        rows = [[(np.sqrt(r[k] * r[k + 1]), f"{a}|{b}") for k, (a, b) in enumerate(zip(row[:-1], row[1:], strict=True))
+                 if a != b] for row in lab]
+        for key in sorted({k for row in rows for _, k in row}):  # sorted: the same drawing order every run
+            on = [[x for x, k in row if k == key][:1] for row in rows]  # first change of this kind per row
+            n = 0
+            while n < len(rows):
+                if not on[n]:
+                    n += 1
+                    continue
+                m = n
+                while m + 1 < len(rows) and on[m + 1]:
+                    m += 1
+                xs, ys = [on[k][0] for k in range(n, m + 1)], list(ps[n:m + 1])
+                for end, at in ((n - 1, 0), (m + 1, len(xs))):  # join a junction to the next row's change
+                    ref = xs[0] if at == 0 else xs[-1]  # the end being extended
+                    near = [x for x, _ in rows[end] if abs(np.log(x / ref)) < 0.5] if 0 <= end < len(rows) else []
+                    if near:
+                        xs.insert(at, min(near, key=lambda x: abs(np.log(x / ref))))
+                        ys.insert(at, ps[end])
+                ax.plot(xs, ys, **style)
+                n = m + 1
+    ax.set(xlim=xlim, ylim=ylim)
+
+
+def agreement_text(df: pd.DataFrame) -> str:
+    """'agreement A % of N cells away from the lines' (and × marks drawn by `phase_map` callers)."""
+    away = df[~df.near_boundary]
+    return f"agreement {(away.theory == away.phase).mean():.0%} of {len(away)} cells away from the lines"
 
 
 def phase_map(df: pd.DataFrame):
@@ -96,6 +137,9 @@ def phase_map(df: pd.DataFrame):
     ax.set(xscale="log", yscale="log", xlabel="relative importance of the extra feature",
            ylabel="feature density (1 − sparsity)", xlim=_edges(xs)[[0, -1]], ylim=_edges(ys)[[0, -1]])
     ax.grid(False)  # grid lines over cells read as cell borders
+    if "theory" in df:  # cells away from the theory's boundaries whose phase disagrees with it
+        bad = df[~df.near_boundary & (df.theory != df.phase)]
+        ax.plot(bad.x, bad.y, "x", color="k", ms=6, mew=1.4, ls="none")
     handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLORS[p]) for p in PHASES]
     ax.legend(handles, [p.replace("_", " ") for p in PHASES], loc="lower left", fontsize=8, framealpha=0.9)
     return fig, ax

@@ -13,6 +13,9 @@ N_FEATURES, N_HIDDEN = 12, 4
 STEPS = {False: (3000, 400), True: (1500, 200)}  # (toy steps, SAE steps)
 
 TITLE = "SAE recovery across the superposition phase diagram (12 features → 4 dims)"
+SECTION = "sae"
+SOURCE = ("Sharkey et al. 2022, Taking features out of superposition with sparse autoencoders (toy data as ground "
+          "truth); TopK SAE of Gao et al. 2024")
 CAPTION = (
     "Left: features the toy model represents (numbers) and how many sit in superposition (colour) across "
     "density × importance of the second half of the features. Middle: a TopK SAE fit to the toy model's "

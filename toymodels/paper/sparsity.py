@@ -15,6 +15,8 @@ DENSITIES = [float(f"{d:.3g}") for d in np.geomspace(1.0, 0.001, 13)]
 STEPS = (4_000, 400)
 
 TITLE = f"Features represented and in superposition vs density ({N} features → {M} dims)"
+SECTION = "paper"
+SOURCE = "Elhage et al. 2022, Superposition as a phase change (features represented vs sparsity)"
 CAPTION = (
     f"Dense: about {M} features, each with its own dimension; as features get sparser the model represents "
     f"far more than {M}, nearly all in superposition.\n"
