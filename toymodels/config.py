@@ -66,6 +66,10 @@ class ToyConfig:
         if self.structure != "independent":
             check(_is_int(self.set_size) and self.set_size >= 1 and self.n_features % self.set_size == 0,
                   "set_size", f"an integer ≥ 1 that divides n_features={self.n_features}", self.set_size)
+        from toymodels.budget import check_memory
+
+        rows = max(_rows(self.density), _rows(self.importance))
+        check_memory(48 * rows * self.n_features, f"density/importance grids ({rows} × n_features={self.n_features})")
         dens, imp = self._grid("density"), self._grid("importance")
         check(bool(np.all((dens > 0) & (dens <= 1))), "density", "in (0, 1] (density = 1 − sparsity)",
               _worst(dens, (dens > 0) & (dens <= 1)))
@@ -157,7 +161,8 @@ class TrainConfig:
                          ("log_every", 1), ("warmup_steps", 0), ("snapshot_every", 0)):
             value = getattr(self, name)
             check(_is_int(value) and value >= lo, name, f"an integer ≥ {lo}", value)
-        check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
+        check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
+        check(isinstance(self.progress, bool), "progress", "true or false", self.progress)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
         check(_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number ≥ 0",
               self.weight_decay)
@@ -202,6 +207,24 @@ def _plain(v):
     if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
         return [_plain(x) for x in v]
     return v
+
+
+SEED_MAX = 2**63 - 1
+"""Largest seed accepted anywhere (torch generators take 64-bit seeds; streams add small offsets)."""
+SEED_RANGE = "an integer in [0, 2^63 − 1]"
+
+
+def _is_seed(v) -> bool:
+    return _is_int(v) and 0 <= v <= SEED_MAX
+
+
+def _rows(raw) -> int:
+    """Leading size of a density/importance value (1 unless it is a 2-D list), without building its grid."""
+    try:
+        shape = np.shape(_plain(raw))
+    except (TypeError, ValueError):
+        return 1
+    return shape[0] if len(shape) == 2 else 1
 
 
 def _is_int(v) -> bool:

@@ -33,11 +33,24 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help())
 
 
+LIST_VALUED = ("prefixes", "prefix_weights")
+"""SAEConfig fields whose value is itself a list: a flat list is one value, a list of lists is a sweep."""
+
+
 def expand(sae_kw: dict) -> list[dict]:
-    """Cartesian product over list-valued keys (except `prefixes`/`betas`, whose values are lists)."""
-    keys = list(sae_kw)
-    vals = [v if isinstance(v, list) and not (k == "prefixes" and v and not isinstance(v[0], list)) else [v]
-            for k, v in sae_kw.items()]
+    """Cartesian product over list-valued keys (a flat list of a `LIST_VALUED` field is one value)."""
+    from toymodels.errors import ConfigError
+
+    keys, vals = list(sae_kw), []
+    for k, v in sae_kw.items():
+        if k in LIST_VALUED:
+            vals.append(v if isinstance(v, list) and v and all(isinstance(x, list) for x in v) else [v])
+        elif isinstance(v, list):
+            if not v:
+                raise ConfigError(f"{k}: an empty list trains no SAE; give a value or a non-empty list")
+            vals.append(v)
+        else:
+            vals.append([v])
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*vals)]
 
 
