@@ -9,6 +9,8 @@ command line is parsed: a Ctrl-C during start-up reaches the CLI's handler inste
 """
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -40,3 +42,13 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return  # importing the submodule toymodels.train must not shadow the function `train`
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

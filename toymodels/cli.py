@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    real_cli = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = {a for a in argv if a in GLOBAL_FLAGS}
     argv = [a for a in argv if a not in GLOBAL_FLAGS]
@@ -148,15 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     if "--no-memory-check" in flags:
         os.environ["TOYMODELS_NO_MEMORY_CHECK"] = "1"
     try:
-        return _run(argv, debug)
-    except KeyboardInterrupt:
+        return _run(argv)
+    except SystemExit:
+        raise
+    except BaseException as e:  # the parser's imports (torch, scipy) are inside too: Ctrl-C at start-up lands here
         if debug:
             raise
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
+        if interrupted(e):
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+            if real_cli:  # atexit handlers (pool and cluster teardown) must not add lines after this one
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+            return 130
+        code, line = error_line(e)
+        print(f"toymodels: error: {line}", file=sys.stderr)
+        return code
 
 
-def _run(argv: list[str], debug: bool) -> int:
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -165,17 +174,19 @@ def _run(argv: list[str], debug: bool) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        args.func(args)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:
-        if debug:
-            raise
-        code, line = error_line(e)
-        print(f"toymodels: error: {line}", file=sys.stderr)
-        return code
+    args.func(args)
     return 0
+
+
+def interrupted(e: BaseException) -> bool:
+    """A Ctrl-C, also one that surfaced as another error (an extension module's import fails with ImportError
+    "initialization failed" caused by the KeyboardInterrupt)."""
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def error_line(e: BaseException) -> tuple[int, str]:

@@ -223,8 +223,30 @@ def run_batch(batch: Batch) -> tuple[str, pd.DataFrame, dict]:
 
 
 @contextlib.contextmanager
+def quiet_on_interrupt():
+    """On Ctrl-C, silence what tearing down a worker pool or cluster logs and warns (closing a half-started Dask
+    cluster logs tracebacks, pools warn about killed workers): the CLI prints its one line instead."""
+    import logging
+    import warnings
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        warnings.simplefilter("ignore")
+        for name in ("distributed", "asyncio", "tornado", "joblib", "ray", ""):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
+
+
+@contextlib.contextmanager
 def _backend(cfg: SweepConfig):
     """joblib parallel_config for the configured backend (starting a local Dask/Ray cluster if no address)."""
+    with quiet_on_interrupt(), _backend_config(cfg) as n_jobs, quiet_on_interrupt():
+        yield n_jobs
+
+
+@contextlib.contextmanager
+def _backend_config(cfg: SweepConfig):
     import joblib
 
     if cfg.backend == "dask":

@@ -26,8 +26,9 @@ def register(sub) -> None:
 
 
 def _figures(args) -> None:
+    from toymodels.config import SEED_RANGE, _is_seed
     from toymodels.errors import check
     from toymodels.paper import build_gallery
 
-    check(args.seed >= 0, "seed", "an integer ≥ 0", args.seed)
+    check(_is_seed(args.seed), "seed", SEED_RANGE, args.seed)
     build_gallery(args.only, args.out, quick=args.quick, seed=args.seed)

@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help())
 
 
+EVAL_SAMPLES = 20_000
+"""Samples the printed summary (L0, FVU, dead latents) is measured on: `benchmark score`'s default --n-eval."""
 LIST_VALUED = ("prefixes", "prefix_weights")
 """SAEConfig fields whose value is itself a list: a flat list is one value, a list of lists is a sweep."""
 
@@ -63,7 +65,7 @@ def _train(args) -> None:
     dataset, overrides = Path(args.args[0]), args.args[1:] + args.out[1:]
     out = Path(args.out[0])
     sae_kw, train_kw = split_overrides(parse_overrides(overrides), SAEConfig, SAETrainConfig)
-    if "betas" in train_kw:
+    if isinstance(train_kw.get("betas"), list):
         train_kw["betas"] = tuple(train_kw["betas"])
     tc = SAETrainConfig(**train_kw)
     hidden = load_dataset(dataset).hidden  # validated: 2-D float32, non-empty, finite
@@ -74,13 +76,26 @@ def _train(args) -> None:
         cfgs = [dataclasses.replace(c, name=f"{c.label}-{i}") for i, c in enumerate(cfgs)]
     folders = [safe_join(out, c.label) for c in cfgs]  # a name like ../x fails here, before any training
     saes = train_saes(cfgs, hidden.float(), tc)
-    x = hidden[:4096].float()
+    x = hidden[:EVAL_SAMPLES].float()
     print(f"{'sae':<28} {'arch':<9} {'L0':>7} {'FVU':>8} {'dead':>5}")
     for s, folder in zip(saes, folders, strict=True):
-        acts = s.encode(x)
-        fvu = float((s.decode(acts) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12))
-        dead = int(((acts > 0).sum(0) == 0).sum())
-        print(f"{s.cfg.label:<28} {s.architecture:<9} {float((acts > 0).sum(1).float().mean()):7.2f} "
-              f"{fvu:8.4f} {dead:5d}")
+        l0, fvu, dead = summary(s, x)
+        print(f"{s.cfg.label:<28} {s.architecture:<9} {l0:7.2f} {fvu:8.4f} {dead:5d}")
         export_saelens(s, folder)
+    print(f"(L0, FVU and dead on the first {len(x)} samples: dead = latents that never fire on them, the window of "
+          f"`toymodels benchmark score`'s dead_frac with its default --n-eval {EVAL_SAMPLES})")
     print(f"saved {len(saes)} SAE(s) under {out}/ (SAELens format: cfg.json + sae_weights.safetensors)")
+
+
+def summary(sae, x_ND, batch: int = 4096) -> tuple[float, float, int]:
+    """(mean L0, fraction of variance unexplained, latents that never fire) of `sae` on x_ND, in batches."""
+    fired_L, active, sq_err = None, 0, 0.0
+    for i in range(0, len(x_ND), batch):
+        xb = x_ND[i:i + batch]
+        acts = sae.encode(xb)
+        on = acts != 0
+        fired_L = on.any(0) if fired_L is None else fired_L | on.any(0)
+        active += int(on.sum())
+        sq_err += float((sae.decode(acts) - xb).pow(2).sum())
+    total = float((x_ND - x_ND.mean(0)).pow(2).sum().clamp_min(1e-12))
+    return active / len(x_ND), sq_err / total, int((~fired_L).sum())
