@@ -54,6 +54,7 @@ class ToyConfig:
     """Magnitude law of active features: uniform U[0,1] or symmetric U[−1,1]. None: symmetric for abs_value."""
 
     def __post_init__(self):
+        check_types(self)
         check(_is_int(self.n_features) and self.n_features >= 1, "n_features", "an integer ≥ 1", self.n_features)
         check(_is_int(self.n_hidden) and self.n_hidden >= 1, "n_hidden", "an integer ≥ 1", self.n_hidden)
         check(self.model in MODELS, "model", f"one of {', '.join(MODELS)}", self.model)
@@ -157,6 +158,7 @@ class TrainConfig:
     """Show a progress bar (it is hidden anyway when stderr is not a terminal or under CI)."""
 
     def __post_init__(self):
+        check_types(self)
         for name, lo in (("steps", 1), ("batch_size", 1), ("restarts", 1), ("eval_batches", 1),
                          ("log_every", 1), ("warmup_steps", 0), ("snapshot_every", 0)):
             value = getattr(self, name)
@@ -240,3 +242,47 @@ def _worst(arr: np.ndarray, ok: np.ndarray):
     bad = arr[~ok]
     return float(bad.flat[0]) if bad.size else None
 
+
+
+def check_types(cfg, prefix: str = "") -> None:
+    """Check every field of dataclass `cfg` against its annotation (int, float, str, bool, list[...], dict, a nested
+    config, Optional, Any) before any range check runs, so a wrong type is a one-line ConfigError naming the field
+    (`grid.x.lo`), never a TypeError from a comparison. Integers are accepted where floats are."""
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        _check_type(getattr(cfg, f.name), hints.get(f.name, Any), prefix + f.name)
+
+
+def _check_type(value, hint, name: str) -> None:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _check_type(value, options[0], name)
+        return
+    if dataclasses.is_dataclass(hint):
+        check(isinstance(value, hint), name, f"a {hint.__name__} mapping", value)
+        return check_types(value, f"{name}.")
+    base = origin or hint
+    ok = {int: _is_int, float: lambda v: _is_int(v) or isinstance(v, (float, np.floating)),
+          bool: lambda v: isinstance(v, (bool, np.bool_)), str: lambda v: isinstance(v, str),
+          list: lambda v: isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig",
+          tuple: lambda v: isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig",
+          dict: lambda v: hasattr(v, "keys") and hasattr(v, "items")}.get(base)
+    if ok is None:
+        return
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+             tuple: "a list", dict: "a mapping"}
+    check(ok(value), name, words[base], value)
+    if base in (list, tuple) and args and args[0] in (int, float, str):
+        for v in value:
+            _check_type(v, args[0], f"{name}[]")

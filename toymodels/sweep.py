@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toymodels.config import ToyConfig, TrainConfig, _is_int, _is_num, to_dict
+from toymodels.config import ToyConfig, TrainConfig, _is_int, _is_num, check_types, to_dict
 from toymodels.errors import ConfigError, check
 from toymodels.io import check_out_path
 
@@ -96,6 +96,7 @@ class SweepConfig:
     """Progress bar over grid points (hidden anyway when stderr is not a terminal)."""
 
     def __post_init__(self):
+        check_types(self)
         check(self.kind == "sweep", "kind", "sweep for a SweepConfig", self.kind)
         check_out_path(self.out)
         check(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}", self.backend)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import check
 from toymodels.groundtruth.synthetic import SyntheticConfig
 from toymodels.io import check_out_path
@@ -90,6 +90,7 @@ class BenchmarkConfig:
     def __post_init__(self):
         from toymodels.sae import VARIANTS
 
+        check_types(self)
         check(self.kind == "benchmark", "kind", "benchmark for a BenchmarkConfig", self.kind)
         check_out_path(self.out)
         for name in ("n_train", "n_eval", "steps", "batch_size"):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import check
 from toymodels.groundtruth.sampling import ChildSampler, TopSampler
 from toymodels.seeding import generator
@@ -91,6 +91,7 @@ class SyntheticConfig:
     """Seeds the dictionary (vectors, probabilities, tree, loadings); sampling takes its own seed."""
 
     def __post_init__(self):
+        check_types(self)
         for name, lo in (("n_features", 1), ("d_model", 1), ("orthogonality_steps", 0),
                          ("correlation_rank", 1), ("n_roots", 0), ("branching", 1), ("depth", 2)):
             v = getattr(self, name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import check
 from toymodels.seeding import generator
 
@@ -81,6 +81,7 @@ class SAEConfig:
     """Optional label (used for export folder names); default variant-d_sae-seed."""
 
     def __post_init__(self):
+        check_types(self)
         check(self.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}", self.variant)
         for f in ("d_in", "d_sae"):
             check(_is_int(getattr(self, f)) and getattr(self, f) >= 1, f, "an integer ≥ 1", getattr(self, f))

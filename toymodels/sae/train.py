@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import ConfigError, DivergenceError, check
 from toymodels.progress import progress
 from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
@@ -67,6 +67,7 @@ class SAETrainConfig:
     """Show a progress bar (hidden anyway when stderr is not a terminal or under CI)."""
 
     def __post_init__(self):
+        check_types(self)
         for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("dead_after", 1), ("resample_every", 0),
                          ("log_every", 1)):
             check(_is_int(getattr(self, name)) and getattr(self, name) >= lo, name, f"an integer ≥ {lo}",
