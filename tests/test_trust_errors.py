@@ -558,3 +558,19 @@ def test_every_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
             continue
         exec(compile(code, f"README.md python block {i}", "exec"), {"__name__": f"readme_{i}"})
     assert capsys.readouterr().out
+
+
+def test_figures_pin_the_torch_thread_count(monkeypatch, tmp_path):
+    """Same seed, same files: the figures command trains on a fixed thread count (1 unless --threads says)."""
+    import toymodels.paper
+
+    seen = []
+    monkeypatch.setattr(toymodels.paper, "build_gallery", lambda *a, **kw: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["figures", "--only", "intro", "--out", str(tmp_path)]) == 0
+        assert main(["figures", "--only", "intro", "--out", str(tmp_path), "--threads", "2"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
