@@ -153,12 +153,14 @@ def format_table(rows: list[dict]) -> str:
 
 def run_bench(quick: bool = False, threads: int = 1, only: str | None = None) -> list[dict]:
     """Run every case (names containing `only`, if given) and return the table rows."""
-    check(threads >= 1, "threads", "an integer ≥ 1", threads)
+    from toymodels.config import _is_int
+
+    check(_is_int(threads) and 1 <= threads <= 1024, "threads", "an integer in [1, 1024]", threads)
+    chosen = [case for case in cases() if not only or only in case.name]
+    check(bool(chosen), "only", f"text in a config name ({'; '.join(c.name for c in cases())})", only)
     torch.set_num_threads(threads)
     rows = []
-    for case in cases():
-        if only and only not in case.name:
-            continue
+    for case in chosen:
         steps = 15 if quick else case.steps
         window = 3 if quick else steps // 20
         rows.append(run_case(case, steps, window))

@@ -1,7 +1,9 @@
 """The `toymodels` command. Each subcommand lives beside the code it drives and registers itself here.
 
-Errors a user can fix (bad config, malformed file, divergence) print one line and exit 2; `--debug` shows the
-traceback. Ctrl-C exits 130 without a traceback.
+Every failure is one line on stderr: errors a user can fix (bad config, malformed file, divergence, a size that
+cannot fit, an unwritable or full output location) exit 2; anything else is reported as a bug and exits 1.
+`--debug` (anywhere on the command line) shows the traceback instead. Ctrl-C exits 130 with one line, also during
+start-up: the heavy imports (torch, pandas) happen inside `main`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
-from toymodels.errors import ConfigError, ToyModelsError
+from toymodels.errors import ConfigError, ToyModelsError, describe_os_error
 
 # modules with `register(subparsers)`; each adds its subcommand parser(s) with `set_defaults(func=...)`
 COMMAND_MODULES = [
@@ -44,6 +44,8 @@ EXAMPLES = """examples:
 
 def parse_overrides(items: list[str]) -> dict:
     """`key=value` strings → dict; values are parsed as YAML (numbers, lists, null, strings)."""
+    import yaml
+
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -122,10 +124,24 @@ def _train_locked(args) -> None:
         print(f"saved to {args.out}/ (weights.safetensors, config.json, summary.csv, manifest.json)")
 
 
+GLOBAL_FLAGS = {"--debug": "show full tracebacks (accepted anywhere on the command line)",
+                "--no-memory-check": "skip the memory estimate check (same as TOYMODELS_NO_MEMORY_CHECK=1)"}
+"""Flags accepted anywhere on the command line (before or after the subcommand); `main` takes them out."""
+INTERRUPTED = "toymodels: interrupted; finished results are saved, rerun to resume where supported"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (the usage block is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"toymodels: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toymodels", description=DESCRIPTION, epilog=TOUR,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser = Parser(prog="toymodels", description=DESCRIPTION, epilog=TOUR,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, text in GLOBAL_FLAGS.items():
+        parser.add_argument(flag, action="store_true", help=text)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -133,24 +149,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    real_cli = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = {a for a in argv if a in GLOBAL_FLAGS}
+    argv = [a for a in argv if a not in GLOBAL_FLAGS]
+    debug = "--debug" in flags or os.environ.get("TOYMODELS_DEBUG") == "1"
+    if "--no-memory-check" in flags:
+        os.environ["TOYMODELS_NO_MEMORY_CHECK"] = "1"
+    try:
+        return _run(argv)
+    except SystemExit:
+        raise
+    except BaseException as e:  # the parser's imports (torch, scipy) are inside too: Ctrl-C at start-up lands here
+        if debug:
+            raise
+        if interrupted(e):
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+            if real_cli:  # atexit handlers (pool and cluster teardown) must not add lines after this one
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+            return 130
+        code, line = error_line(e)
+        print(f"toymodels: error: {line}", file=sys.stderr)
+        return code
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    debug = args.debug or os.environ.get("TOYMODELS_DEBUG") == "1"
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed as one line)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        args.func(args)
-    except ToyModelsError as e:
-        if debug:
-            raise
-        print(f"toymodels: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("toymodels: interrupted; finished results are saved, rerun to resume where supported",
-              file=sys.stderr)
-        return 130
+    args.func(args)
     return 0
+
+
+def interrupted(e: BaseException) -> bool:
+    """A Ctrl-C, also one that surfaced as another error (an extension module's import fails with ImportError
+    "initialization failed" caused by the KeyboardInterrupt)."""
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def error_line(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception that ended a command: 2 for what the user can fix,
+    1 for a bug."""
+    if isinstance(e, ToyModelsError):
+        return 2, str(e)
+    if isinstance(e, OSError):
+        return 2, describe_os_error(e)
+    text = " ".join(str(e).split())
+    if isinstance(e, MemoryError) or "can't allocate memory" in text or "not enough memory" in text:
+        return 2, ("ran out of memory; use smaller sizes (the size check estimated that it would fit: please "
+                   "report this with --debug)")
+    return 1, (f"unexpected {type(e).__name__}: {text[:160] or '(no message)'}; this is a bug in toymodels: rerun "
+               "with --debug for the traceback and report it")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ class ToyConfig:
     """Magnitude law of active features: uniform U[0,1] or symmetric U[−1,1]. None: symmetric for abs_value."""
 
     def __post_init__(self):
+        check_types(self)
         check(_is_int(self.n_features) and self.n_features >= 1, "n_features", "an integer ≥ 1", self.n_features)
         check(_is_int(self.n_hidden) and self.n_hidden >= 1, "n_hidden", "an integer ≥ 1", self.n_hidden)
         check(self.model in MODELS, "model", f"one of {', '.join(MODELS)}", self.model)
@@ -66,6 +67,10 @@ class ToyConfig:
         if self.structure != "independent":
             check(_is_int(self.set_size) and self.set_size >= 1 and self.n_features % self.set_size == 0,
                   "set_size", f"an integer ≥ 1 that divides n_features={self.n_features}", self.set_size)
+        from toymodels.budget import check_memory
+
+        rows = max(_rows(self.density), _rows(self.importance))
+        check_memory(48 * rows * self.n_features, f"density/importance grids ({rows} × n_features={self.n_features})")
         dens, imp = self._grid("density"), self._grid("importance")
         check(bool(np.all((dens > 0) & (dens <= 1))), "density", "in (0, 1] (density = 1 − sparsity)",
               _worst(dens, (dens > 0) & (dens <= 1)))
@@ -157,11 +162,13 @@ class TrainConfig:
     """Show a progress bar (it is hidden anyway when stderr is not a terminal or under CI)."""
 
     def __post_init__(self):
+        check_types(self)
         for name, lo in (("steps", 1), ("batch_size", 1), ("restarts", 1), ("eval_batches", 1),
                          ("log_every", 1), ("warmup_steps", 0), ("snapshot_every", 0)):
             value = getattr(self, name)
             check(_is_int(value) and value >= lo, name, f"an integer ≥ {lo}", value)
-        check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
+        check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
+        check(isinstance(self.progress, bool), "progress", "true or false", self.progress)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
         check(_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number ≥ 0",
               self.weight_decay)
@@ -209,6 +216,24 @@ def _plain(v):
     return v
 
 
+SEED_MAX = 2**63 - 1
+"""Largest seed accepted anywhere (torch generators take 64-bit seeds; streams add small offsets)."""
+SEED_RANGE = "an integer in [0, 2^63 − 1]"
+
+
+def _is_seed(v) -> bool:
+    return _is_int(v) and 0 <= v <= SEED_MAX
+
+
+def _rows(raw) -> int:
+    """Leading size of a density/importance value (1 unless it is a 2-D list), without building its grid."""
+    try:
+        shape = np.shape(_plain(raw))
+    except (TypeError, ValueError):
+        return 1
+    return shape[0] if len(shape) == 2 else 1
+
+
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -222,3 +247,47 @@ def _worst(arr: np.ndarray, ok: np.ndarray):
     bad = arr[~ok]
     return float(bad.flat[0]) if bad.size else None
 
+
+
+def check_types(cfg, prefix: str = "") -> None:
+    """Check every field of dataclass `cfg` against its annotation (int, float, str, bool, list[...], dict, a nested
+    config, Optional, Any) before any range check runs, so a wrong type is a one-line ConfigError naming the field
+    (`grid.x.lo`), never a TypeError from a comparison. Integers are accepted where floats are."""
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        _check_type(getattr(cfg, f.name), hints.get(f.name, Any), prefix + f.name)
+
+
+def _check_type(value, hint, name: str) -> None:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _check_type(value, options[0], name)
+        return
+    if dataclasses.is_dataclass(hint):
+        check(isinstance(value, hint), name, f"a {hint.__name__} mapping", value)
+        return check_types(value, f"{name}.")
+    base = origin or hint
+    ok = {int: _is_int, float: lambda v: _is_int(v) or isinstance(v, (float, np.floating)),
+          bool: lambda v: isinstance(v, (bool, np.bool_)), str: lambda v: isinstance(v, str),
+          list: lambda v: isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig",
+          tuple: lambda v: isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig",
+          dict: lambda v: hasattr(v, "keys") and hasattr(v, "items")}.get(base)
+    if ok is None:
+        return
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+             tuple: "a list", dict: "a mapping"}
+    check(ok(value), name, words[base], value)
+    if base in (list, tuple) and args and args[0] in (int, float, str):
+        for v in value:
+            _check_type(v, args[0], f"{name}[]")

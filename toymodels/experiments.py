@@ -55,17 +55,44 @@ def _schema(kind: str):
 
 
 def list_experiments(kind: str | None = None) -> dict[str, tuple[str, str]]:
-    """{name: (kind, first line of description)} for every YAML in `sweeps_dir()` (optionally of one kind)."""
+    """{name: (kind, first line of description)} for every readable YAML in `sweeps_dir()` (optionally of one
+    kind); broken files are left out (see `broken_experiments`)."""
     out = {}
-    for path in sorted(sweeps_dir().glob("*.yaml")):
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            raw = {}
+    for name, (raw, problem) in _scan().items():
+        if problem:
+            continue
         k = str(raw.get("kind", "?"))
         if kind is None or k == kind:
             lines = str(raw.get("description", "")).strip().splitlines()
-            out[path.stem] = (k, lines[0] if lines else "")
+            out[name] = (k, lines[0] if lines else "")
+    return out
+
+
+def broken_experiments() -> dict[str, str]:
+    """{file name: what is wrong} for every YAML in `sweeps_dir()` that cannot be an experiment."""
+    return {f"{name}.yaml": problem for name, (_, problem) in _scan().items() if problem}
+
+
+def _scan() -> dict[str, tuple[dict, str]]:
+    """{name: (parsed mapping, problem or "")} for every YAML in `sweeps_dir()`."""
+    out = {}
+    for path in sorted(sweeps_dir().glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            out[path.stem] = ({}, f"not valid YAML ({first(e)})")
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            out[path.stem] = ({}, f"unreadable ({first(e)})")
+            continue
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            out[path.stem] = ({}, f"must be a mapping of keys to values, not a {type(raw).__name__}")
+        elif not isinstance(raw.get("kind", "?"), str):
+            out[path.stem] = ({}, f"kind must be a string, got {raw.get('kind')!r}")
+        else:
+            out[path.stem] = (raw, "")
     return out
 
 
@@ -80,6 +107,9 @@ def compose(name: str, overrides: list[str] | tuple[str, ...] = (), kind: str | 
     from hydra.core.global_hydra import GlobalHydra
 
     known = list_experiments()
+    broken = broken_experiments().get(f"{name}.yaml")
+    if broken:
+        raise ConfigError(f"experiment: {sweeps_dir() / name}.yaml is broken: {broken}")
     if name not in known:
         raise ConfigError(f"experiment: unknown name {name!r}; available: {', '.join(known) or '(none)'} "
                           f"(YAML files in {sweeps_dir()})")

@@ -32,18 +32,30 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success rename it to `path`, on failure remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         yield Path(tmp)
+        # mkstemp (and safetensors, which recreates the file) make 0600 files; results are meant to be shared
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            _name_destination(e, path)
         raise
+
+
+def _name_destination(e: OSError, path: Path) -> None:
+    """Make an OSError about the temporary file (or about no file: a failed write) name the destination."""
+    name = None if e.filename is None else os.path.basename(os.fsdecode(e.filename))
+    if name is None or (name.startswith(f".{path.name}.") and name.endswith(".tmp")):
+        e.filename, e.filename2 = str(path), None
 
 
 def check_out_path(value, field: str = "out") -> None:
@@ -86,14 +98,33 @@ def read_json(path) -> dict:
 
 def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # an I/O failure inside safetensors' Rust writer: report it as the OSError
+            raise _os_error_of(e, path) from None
+
+
+def _os_error_of(e: Exception, path) -> Exception:
+    """safetensors reports I/O failures as "... (os error 28)": the OSError with that errno and `path`."""
+    import re
+
+    m = re.search(r"os error (\d+)", str(e))
+    if not m:
+        return e
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def load_tensors(path, required: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Load a safetensors file; a missing, truncated, pickled or otherwise malformed file is a DataFileError."""
+    from toymodels.budget import check_memory
+
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a folder, expected a .safetensors file")
     if not path.is_file():
         raise DataFileError(f"{path}: file not found")
+    check_memory(path.stat().st_size, f"loading {path}")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from toymodels.errors import ConfigError, DataFileError, ToyModelsError
-from toymodels.io import _UMASK, atomic_path, read_json
+from toymodels.io import _UMASK, _name_destination, atomic_path, read_json
 
 MANIFEST = "manifest.json"
 LOCK = ".toymodels.lock"
@@ -162,9 +162,10 @@ class Transaction:
         """Yield a temp path to write `name` (relative to the folder) into; it is renamed at commit."""
         final = self.folder / name
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        os.close(fd)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+            os.close(fd)
             yield Path(tmp)
             os.chmod(tmp, 0o666 & ~_UMASK)  # again: some writers (safetensors) recreate the file as 0600
             with open(tmp, "rb+") as f:
@@ -173,9 +174,12 @@ class Transaction:
             if old:
                 os.unlink(old[0])
             self.staged[name] = (Path(tmp), sha256(tmp))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        except BaseException as e:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            if isinstance(e, OSError):
+                _name_destination(e, final)  # the error names the file the user asked for, not our temp file
             raise
         fault_point("staged")
 

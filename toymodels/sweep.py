@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toymodels.config import ToyConfig, TrainConfig, to_dict
-from toymodels.errors import check
+from toymodels.config import ToyConfig, TrainConfig, _is_int, _is_num, check_types, to_dict
+from toymodels.errors import ConfigError, check
 from toymodels.io import check_out_path
 
 BACKENDS = ("loky", "threading", "sequential", "dask", "ray")
@@ -96,22 +96,29 @@ class SweepConfig:
     """Progress bar over grid points (hidden anyway when stderr is not a terminal)."""
 
     def __post_init__(self):
+        check_types(self)
         check(self.kind == "sweep", "kind", "sweep for a SweepConfig", self.kind)
         check_out_path(self.out)
         check(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}", self.backend)
-        check(self.batch_points >= 1, "batch_points", "an integer ≥ 1", self.batch_points)
-        check(self.n_jobs == -1 or self.n_jobs >= 1, "n_jobs", "−1 or an integer ≥ 1", self.n_jobs)
+        check(_is_int(self.batch_points) and self.batch_points >= 1, "batch_points", "an integer ≥ 1",
+              self.batch_points)
+        check(_is_int(self.n_jobs) and (self.n_jobs == -1 or self.n_jobs >= 1), "n_jobs", "−1 or an integer ≥ 1",
+              self.n_jobs)
+        check(self.address is None or isinstance(self.address, str), "address", "null or a string", self.address)
         F = self.toy.n_features
-        check(0 <= self.phase_feature < F, "phase_feature", f"a feature index in [0, {F - 1}]",
-              self.phase_feature)
-        check(self.grid.n >= 2, "grid.n", "an integer ≥ 2", self.grid.n)
+        check(_is_int(self.phase_feature) and 0 <= self.phase_feature < F, "phase_feature",
+              f"a feature index in [0, {F - 1}]", self.phase_feature)
+        check(_is_int(self.grid.n) and self.grid.n >= 2, "grid.n", "an integer ≥ 2", self.grid.n)
         for ax in ("x", "y"):
             a: AxisConfig = getattr(self.grid, ax)
             check(a.field in ("density", "importance"), f"grid.{ax}.field", "density or importance", a.field)
-            check(all(0 <= f < F for f in a.features), f"grid.{ax}.features",
+            check(all(_is_int(f) and 0 <= f < F for f in a.features), f"grid.{ax}.features",
                   f"feature indices in [0, {F - 1}]", list(a.features))
-            check(a.n is None or a.n >= 2, f"grid.{ax}.n", "null or an integer ≥ 2", a.n)
-            check(not a.log or (a.lo > 0 and a.hi > 0), f"grid.{ax}.lo/hi", "> 0 on a log axis", (a.lo, a.hi))
+            check(a.n is None or (_is_int(a.n) and a.n >= 2), f"grid.{ax}.n", "null or an integer ≥ 2", a.n)
+            for end in ("lo", "hi"):
+                v = getattr(a, end)
+                check(_is_num(v), f"grid.{ax}.{end}", "a finite number", v)
+                check(not a.log or v > 0, f"grid.{ax}.{end}", "> 0 on a log axis", v)
 
 
 @dataclass
@@ -129,8 +136,24 @@ def axis_values(a: AxisConfig, n_default: int) -> np.ndarray:
     return np.geomspace(a.lo, a.hi, n) if a.log else np.linspace(a.lo, a.hi, n)
 
 
+def grid_shape(cfg: SweepConfig) -> tuple[int, int]:
+    """(points on x, points on y)."""
+    return cfg.grid.x.n or cfg.grid.n, cfg.grid.y.n or cfg.grid.n
+
+
+def check_size(cfg: SweepConfig) -> None:
+    """Refuse, before expanding anything, a grid whose table cannot fit in memory: every point is a Python row of
+    5 + 2·n_features values (~100 bytes each while the table is built)."""
+    from toymodels.budget import check_memory
+
+    nx, ny = grid_shape(cfg)
+    check_memory(100 * nx * ny * (5 + 2 * cfg.toy.n_features),
+                 f"grid ({nx} × {ny} = {nx * ny} points of {cfg.toy.n_features} features)")
+
+
 def expand(cfg: SweepConfig) -> pd.DataFrame:
     """One row per grid point: point, ix, iy, x, y, per-feature density_f / importance_f (decay applied)."""
+    check_size(cfg)
     xs, ys = axis_values(cfg.grid.x, cfg.grid.n), axis_values(cfg.grid.y, cfg.grid.n)
     base = dataclasses.replace(cfg.toy, n_instances=None)
     dens0, imp0 = base.density_array()[0], base.importance_array()[0]
@@ -201,8 +224,30 @@ def run_batch(batch: Batch) -> tuple[str, pd.DataFrame, dict]:
 
 
 @contextlib.contextmanager
+def quiet_on_interrupt():
+    """On Ctrl-C, silence what tearing down a worker pool or cluster logs and warns (closing a half-started Dask
+    cluster logs tracebacks, pools warn about killed workers): the CLI prints its one line instead."""
+    import logging
+    import warnings
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        warnings.simplefilter("ignore")
+        for name in ("distributed", "asyncio", "tornado", "joblib", "ray", ""):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
+
+
+@contextlib.contextmanager
 def _backend(cfg: SweepConfig):
     """joblib parallel_config for the configured backend (starting a local Dask/Ray cluster if no address)."""
+    with quiet_on_interrupt(), _backend_config(cfg) as n_jobs, quiet_on_interrupt():
+        yield n_jobs
+
+
+@contextlib.contextmanager
+def _backend_config(cfg: SweepConfig):
     import joblib
 
     if cfg.backend == "dask":
@@ -210,7 +255,13 @@ def _backend(cfg: SweepConfig):
 
         with contextlib.ExitStack() as stack:
             if cfg.address:
-                stack.enter_context(Client(cfg.address))
+                try:
+                    client = Client(cfg.address, timeout=DASK_CONNECT_TIMEOUT)
+                except (OSError, TimeoutError, ValueError, TypeError) as e:
+                    raise ConfigError(f"address: cannot reach a Dask scheduler at {cfg.address!r} within "
+                                      f"{DASK_CONNECT_TIMEOUT:g}s ({' '.join(str(e).split())[:120]}); start one "
+                                      "(dask scheduler) or leave address unset for a local cluster") from None
+                stack.enter_context(client)
             else:
                 n = cfg.n_jobs if cfg.n_jobs > 0 else None
                 cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
@@ -232,6 +283,41 @@ def _backend(cfg: SweepConfig):
         yield cfg.n_jobs
 
 
+def check_backend(cfg: SweepConfig) -> None:
+    """The backend's package is installed (one line on how to install it, not an ImportError)."""
+    import importlib.util
+
+    need = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}.get(cfg.backend)
+    if need and importlib.util.find_spec(need[0]) is None:
+        raise ConfigError(f"backend: {cfg.backend} is not installed; install it with pip install "
+                          f"'toymodels[{need[1]}]' (or pip install '{need[1]}'), or use backend=loky")
+
+
+def check_batch_memory(cfg: SweepConfig, batches: list[Batch]) -> None:
+    """The batches that train at once fit in memory (each worker holds one batch's `train()`)."""
+    import os
+
+    from toymodels.budget import check_memory, train_bytes
+
+    if not batches:
+        return
+    tc, toy = cfg.train, cfg.toy
+    K = max(len(b.points) for b in batches) * tc.restarts
+    H = toy.n_hidden * (2 if toy.model == "abs_value" else 1)
+    jobs = (os.cpu_count() or 1) if cfg.n_jobs == -1 else cfg.n_jobs
+    workers = 1 if cfg.backend == "sequential" else min(len(batches), jobs)
+    if cfg.backend in ("dask", "ray") and cfg.address:
+        workers = 1  # remote workers: only one batch's result is held here at a time
+    check_memory(workers * train_bytes(K, toy.n_features, H, tc.batch_size, steps=tc.steps,
+                                       log_every=tc.log_every, snapshot_every=tc.snapshot_every),
+                 f"sweep batches ({workers} at once × {K} models of {toy.n_features} features, batch "
+                 f"{tc.batch_size})")
+
+
+DASK_CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for a Dask scheduler at `address` before giving up with one line."""
+
+
 def default_out(cfg: SweepConfig) -> Path:
     return Path("runs") / "sweeps" / f"{cfg.name}-{content_hash(cfg)}"
 
@@ -240,7 +326,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, log=print) -> pd.
     """Run (or resume) a sweep; returns the results table (also written to OUT/results.csv)."""
     from toymodels.outdir import lock
 
+    check_backend(cfg)
     grid, batches = plan(cfg)  # validates every batch's ToyConfig before any work
+    check_batch_memory(cfg, batches)
     out = Path(out or cfg.out or default_out(cfg))
     with lock(out):  # one writer per sweep folder; batches resume as before
         return _run_locked(cfg, out, grid, batches, log)
@@ -314,10 +402,12 @@ def register(sub) -> None:
 
 
 def _list(args) -> None:
-    from toymodels.experiments import list_experiments, sweeps_dir
+    from toymodels.experiments import broken_experiments, list_experiments, sweeps_dir
 
     for name, (kind, desc) in list_experiments().items():
         print(f"{name:<20} {kind:<10} {desc}")
+    for file, problem in broken_experiments().items():
+        print(f"toymodels: warning: {sweeps_dir() / file}: {problem} (skipped)", file=sys.stderr)
     print(f"({sweeps_dir()}; run one with `toymodels sweep NAME key=value ...`)")
 
 

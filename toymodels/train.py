@@ -111,12 +111,18 @@ def batch_loss(model: ToyModel, x_IBF: torch.Tensor, n_zero: int, imp_IF: torch.
 
 def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     """Train every instance of `cfg` (× `tc.restarts`) at once; keep each instance's best restart."""
+    from toymodels.budget import check_memory, train_bytes
+
     tc = tc or TrainConfig()
     I, R, F = cfg.instances, tc.restarts, cfg.n_features
     exact_ok = (cfg.model == "relu_output" and cfg.structure == "independent" and cfg.magnitude_law == "uniform"
                 and F <= 3)
     check(tc.eval_mode == "sampled" or exact_ok, "eval_mode",
           "sampled here (exact needs model relu_output with ≤ 3 independent uniform features)", tc.eval_mode)
+    H = cfg.n_hidden * (2 if cfg.model == "abs_value" else 1)
+    check_memory(train_bytes(I * R, F, H, tc.batch_size, I=I, steps=tc.steps, log_every=tc.log_every,
+                             snapshot_every=tc.snapshot_every),
+                 f"train ({I} instance(s) × {R} restart(s) of {F} features → {cfg.n_hidden}, batch {tc.batch_size})")
     p_IF = torch.tensor(cfg.density_array(), dtype=torch.float32)
     imp_IF = torch.tensor(cfg.importance_array(), dtype=torch.float32)
     p_KF, imp_KF = p_IF.repeat_interleave(R, 0), imp_IF.repeat_interleave(R, 0)  # K = I·R, k = i·R + r

@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toymodels.config import _is_int
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import check
 from toymodels.groundtruth.synthetic import SyntheticConfig
 from toymodels.io import check_out_path
 
+SEED_MAX_DATA = 2**63 - 2
+"""data_seed + 1 seeds the eval draw, so data_seed stays one below the largest seed."""
 SPARSITY_FIELD = {"relu": "l1_coeff", "relu_april": "l1_coeff", "gated": "l1_coeff", "jumprelu": "l0_coeff",
                   "topk": "k", "batchtopk": "k", "matryoshka": "k"}
 """The SAEConfig field each variant's sparsity settings set."""
@@ -94,21 +96,22 @@ class BenchmarkConfig:
     def __post_init__(self):
         from toymodels.sae import VARIANTS
 
+        check_types(self)
         check(self.kind == "benchmark", "kind", "benchmark for a BenchmarkConfig", self.kind)
         check_out_path(self.out)
         for name in ("n_train", "n_eval", "steps", "batch_size"):
             v = getattr(self, name)
             check(_is_int(v) and v >= 1, name, "an integer ≥ 1", v)
-        for name in ("data_seed", "resample_every"):
-            check(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer ≥ 0",
-                  getattr(self, name))
+        check(_is_int(self.resample_every) and self.resample_every >= 0, "resample_every", "an integer ≥ 0",
+              self.resample_every)
+        check(_is_seed(self.data_seed) and self.data_seed < SEED_MAX_DATA, "data_seed", SEED_RANGE, self.data_seed)
         check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
         check(len(self.variants) >= 1 and all(v in VARIANTS for v in self.variants), "variants",
               f"a non-empty list from {', '.join(VARIANTS)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
               "a non-empty list of integers ≥ 1", list(self.widths))
-        check(len(self.seeds) >= 1 and all(_is_int(s) and s >= 0 for s in self.seeds), "seeds",
-              "a non-empty list of integers ≥ 0", list(self.seeds))
+        check(len(self.seeds) >= 1 and all(_is_seed(s) for s in self.seeds), "seeds",
+              f"a non-empty list of seeds, each {SEED_RANGE}", list(self.seeds))
         from toymodels.sae import SAEConfig
 
         fixed = {"variant", "d_in", "d_sae", "seed", "name"}
@@ -116,15 +119,25 @@ class BenchmarkConfig:
         for v, opts in self.sae_options.items():
             check(v in VARIANTS, "sae_options", f"keyed by variants from {', '.join(VARIANTS)}", v)
             check(hasattr(opts, "keys") and set(opts) <= sae_fields - {SPARSITY_FIELD[v]}, f"sae_options.{v}",
-                  f"a mapping of SAEConfig fields other than {SPARSITY_FIELD[v]}", dict(opts))
+                  f"a mapping of SAEConfig fields other than {SPARSITY_FIELD[v]}", opts)
         for name in ("k", "l1_coeff", "l0_coeff"):
             if any(SPARSITY_FIELD[v] == name for v in self.variants):
                 vals = list(getattr(self, name))
-                ok = len(vals) >= 1 and all(v > 0 for v in vals)
+                ok = len(vals) >= 1 and all(_is_num(v) and v > 0 for v in vals)
                 if name == "k":
                     ok = ok and all(_is_int(v) and v <= min(self.widths) for v in vals)
                 check(ok, name, "a non-empty list of values > 0" + (" (integers ≤ the smallest width)"
                                                                     if name == "k" else ""), vals)
+        self.train_config()  # the training settings and every SAE of the grid are valid before any data is drawn
+        sae_grid(self, self.dataset.d_model)
+
+    def train_config(self):
+        """The SAETrainConfig every SAE of the grid trains with."""
+        from toymodels.sae import SAETrainConfig
+
+        return SAETrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.data_seed,
+                              resample_every=self.resample_every, resample_until=self.resample_until,
+                              resample_min_rate=self.resample_min_rate, progress=self.progress)
 
 
 def sae_grid(cfg: BenchmarkConfig, d_in: int) -> list:
@@ -200,16 +213,13 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     from toymodels.groundtruth.metrics import score_sae
     from toymodels.io import environment, read_json, write_text
     from toymodels.outdir import transaction
-    from toymodels.sae import SAETrainConfig
     from toymodels.sae.train import pack_indices, train_in_packs
 
     t0 = time.perf_counter()
     out, key = Path(cfg.out), run_key(cfg)
     train_ds, eval_ds = load_or_sample(cfg)
     configs = sae_grid(cfg, train_ds.hidden.shape[1])
-    tc = SAETrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.data_seed,
-                        resample_every=cfg.resample_every, resample_until=cfg.resample_until,
-                        resample_min_rate=cfg.resample_min_rate, progress=cfg.progress)
+    tc = cfg.train_config()
 
     def pack_file(idx) -> Path:
         return out / "packs" / f"{key}-{configs[idx[0]].name}.json"

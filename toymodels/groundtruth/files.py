@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
-from toymodels.errors import DataFileError
+from toymodels.errors import DataFileError, short_repr
 from toymodels.io import load_tensors, save_tensors
 
 META_KEY = "toymodels_dataset"
+MAX_FEATURES = 2**31 - 1
+"""Largest n_features a file may claim (feature indices are int64 but dense tensors index with int32 sizes)."""
 
 
 @dataclass
@@ -64,6 +66,9 @@ class GroundTruthDataset:
         n = self.n_samples if n is None else min(n, self.n_samples)
         if not self.has_acts:
             raise DataFileError("this dataset has no true feature activations (feature_acts)")
+        from toymodels.budget import FLOAT, check_memory
+
+        check_memory(FLOAT * n * self.n_features, f"true activations ({n} samples × {self.n_features} features)")
         keep = self.acts_rows < n
         out = torch.zeros(n, self.n_features)
         out[self.acts_rows[keep], self.acts_cols[keep]] = self.acts_values[keep]
@@ -115,6 +120,8 @@ def load_dataset(path) -> GroundTruthDataset:
         meta = json.loads(raw)
     except (json.JSONDecodeError, OSError) as e:
         raise DataFileError(f"{path}: metadata {META_KEY} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise DataFileError(f"{path}: metadata {META_KEY} must be a JSON object, got {type(meta).__name__}")
     h = t["hidden"]
     _want(path, "hidden", h, 2, torch.float32)
     n, d = h.shape
@@ -124,10 +131,16 @@ def load_dataset(path) -> GroundTruthDataset:
         raise DataFileError(f"{path}: hidden contains NaN or inf")
     V = t.get("feature_vectors")
     n_features = meta.get("n_features")
+    if n_features is not None and not (isinstance(n_features, int) and not isinstance(n_features, bool)
+                                       and 1 <= n_features <= MAX_FEATURES):
+        raise DataFileError(f"{path}: metadata n_features must be an integer in [1, {MAX_FEATURES}], "
+                            f"got {short_repr(n_features)}")
     if V is not None:
         _want(path, "feature_vectors", V, 2, torch.float32)
         if V.shape[1] != d:
             raise DataFileError(f"{path}: feature_vectors has {V.shape[1]} columns but hidden has d={d}")
+        if V.shape[0] < 1 or not bool(torch.isfinite(V).all()):
+            raise DataFileError(f"{path}: feature_vectors must be a non-empty tensor of finite numbers")
         n_features = V.shape[0]
     kw = {}
     if "feature_acts" in t:
@@ -137,6 +150,8 @@ def load_dataset(path) -> GroundTruthDataset:
             raise DataFileError(f"{path}: feature_acts has shape {list(A.shape)}, "
                                 f"expected [{n}, {n_features}]")
         n_features = A.shape[1]
+        if not bool(torch.isfinite(A).all()):
+            raise DataFileError(f"{path}: feature_acts contains NaN or inf")
         r, c = A.nonzero(as_tuple=True)
         kw = dict(acts_rows=r, acts_cols=c, acts_values=A[r, c])
     elif any(k.startswith("feature_acts_") for k in t):
@@ -154,13 +169,24 @@ def load_dataset(path) -> GroundTruthDataset:
         if bad_rows or (len(c) and (int(c.min()) < 0 or int(c.max()) >= n_features)):
             raise DataFileError(f"{path}: feature_acts indices out of range "
                                 f"(rows < {n}, cols < {n_features})")
+        if not bool(torch.isfinite(v).all()):
+            raise DataFileError(f"{path}: feature_acts_values contains NaN or inf")
         kw = dict(acts_rows=r, acts_cols=c, acts_values=v)
     parent = t.get("feature_parent")
     if parent is not None:
         _want(path, "feature_parent", parent, 1, torch.int64)
         if n_features is not None and len(parent) != n_features:
             raise DataFileError(f"{path}: feature_parent has {len(parent)} entries, expected {n_features}")
+        if len(parent) and (int(parent.min()) < -1 or int(parent.max()) >= len(parent)
+                            or bool((parent == torch.arange(len(parent))).any())):
+            raise DataFileError(f"{path}: feature_parent entries must be −1 or the index of another feature "
+                                f"(in [0, {len(parent) - 1}])")
     density = t.get("feature_density")
+    if density is not None:
+        _want(path, "feature_density", density, 1, torch.float32)
+        if (n_features is not None and len(density) != n_features) or not bool(
+                ((density >= 0) & (density <= 1)).all()):
+            raise DataFileError(f"{path}: feature_density must hold {n_features} probabilities in [0, 1]")
     return GroundTruthDataset(hidden=h, feature_vectors=V, n_features=n_features, parent=parent,
                               density=density,
                               meta=meta, **kw)

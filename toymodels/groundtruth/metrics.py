@@ -152,12 +152,20 @@ def load_sae_like(sae_like):
 def score_sae(sae_like, dataset, n_eval: int = 20_000, batch: int = 4096) -> dict[str, float]:
     """Score any SAE (an object with encode/decode and W_dec [L, D], or a SAELens directory) on the first
     `n_eval` samples of a GroundTruthDataset (or a dataset file path)."""
+    from toymodels.budget import check_memory, score_bytes
+    from toymodels.config import _is_int
+    from toymodels.errors import check
     from toymodels.groundtruth.files import load_dataset
 
+    check(_is_int(n_eval) and n_eval >= 1, "n_eval", "an integer ≥ 1", n_eval)
+    check(_is_int(batch) and batch >= 1, "batch", "an integer ≥ 1", batch)
     sae = load_sae_like(sae_like)
     ds = load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     n = min(n_eval, ds.n_samples)
     x = ds.hidden[:n]
+    W_dec = _w_dec(sae, None, x.shape[1])
+    check_memory(score_bytes(n, (ds.n_features or 0) if ds.has_acts else 0, W_dec.shape[0], x.shape[1]),
+                 f"scoring ({n} samples, {ds.n_features} true features, {W_dec.shape[0]} latents)")
     p = next(iter(sae.parameters()), None) if hasattr(sae, "parameters") else None
     acts, xhat = [], []
     for i in range(0, n, batch):
@@ -166,17 +174,25 @@ def score_sae(sae_like, dataset, n_eval: int = 20_000, batch: int = 4096) -> dic
         acts.append(a.float().cpu())
         xhat.append(sae.decode(a).float().cpu())
     acts_NL, xhat_ND = torch.cat(acts), torch.cat(xhat)
-    W_dec = _w_dec(sae, acts_NL.shape[1], x.shape[1])
+    if acts_NL.shape[1] != W_dec.shape[0]:
+        raise DataFileError(f"the SAE's encode gives {acts_NL.shape[1]} latents but its W_dec has "
+                            f"{W_dec.shape[0]} rows")
     true = ds.true_acts(n) if ds.has_acts else None
     return score_tensors(x, acts_NL, xhat_ND, W_dec, ds.feature_vectors, true, ds.parent)
 
 
-def _w_dec(sae, n_latents: int, d: int) -> torch.Tensor:
-    """Decoder rows [L, D] from `sae.W_dec` (either orientation)."""
+def _w_dec(sae, n_latents: int | None, d: int) -> torch.Tensor:
+    """Decoder rows [L, D] from `sae.W_dec` (either orientation), checked against the data's width d (and the
+    number of latents, if given) before anything is encoded."""
     W = getattr(sae, "W_dec", None)
-    if W is None:
-        raise DataFileError("the SAE has no W_dec; pass an object with encode/decode and W_dec [latents, d]")
+    if not isinstance(W, torch.Tensor):
+        raise DataFileError("the SAE has no W_dec tensor; pass an object with encode/decode and W_dec [latents, d]")
     W = W.detach().float().cpu()
-    if W.ndim != 2 or W.shape not in ((n_latents, d), (d, n_latents)):
-        raise DataFileError(f"W_dec has shape {list(W.shape)}, expected [{n_latents}, {d}]")
-    return W if W.shape == (n_latents, d) else W.T
+    if W.ndim != 2 or d not in W.shape or (n_latents is not None and n_latents not in W.shape):
+        raise DataFileError(f"the SAE does not fit the dataset: its W_dec has shape {list(W.shape)} but the dataset's "
+                            f"hidden width (d_in) is {d}" + (f" and {n_latents} latents" if n_latents else ""))
+    d_in = getattr(sae, "W_enc", None)
+    if isinstance(d_in, torch.Tensor) and d_in.ndim == 2 and d not in d_in.shape:
+        raise DataFileError(f"the SAE does not fit the dataset: its W_enc has shape {list(d_in.shape)} but the "
+                            f"dataset's hidden width (d_in) is {d}")
+    return W if W.shape[1] == d else W.T

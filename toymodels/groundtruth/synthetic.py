@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from toymodels.config import _is_int, _is_num
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import check
 from toymodels.groundtruth.sampling import ChildSampler, TopSampler
 from toymodels.seeding import generator
@@ -91,11 +91,12 @@ class SyntheticConfig:
     """Seeds the dictionary (vectors, probabilities, tree, loadings); sampling takes its own seed."""
 
     def __post_init__(self):
+        check_types(self)
         for name, lo in (("n_features", 1), ("d_model", 1), ("orthogonality_steps", 0),
-                         ("correlation_rank", 1), ("n_roots", 0), ("branching", 1), ("depth", 2),
-                         ("seed", 0)):
+                         ("correlation_rank", 1), ("n_roots", 0), ("branching", 1), ("depth", 2)):
             v = getattr(self, name)
             check(_is_int(v) and v >= lo, name, f"an integer ≥ {lo}", v)
+        check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
         check(self.firing in FIRING, "firing", f"one of {', '.join(FIRING)}", self.firing)
         check(self.magnitude_mean in MAGNITUDE_MEANS, "magnitude_mean",
               f"one of {', '.join(MAGNITUDE_MEANS)}", self.magnitude_mean)
@@ -117,9 +118,27 @@ class SyntheticConfig:
         check(self.tree_nodes in TREE_NODES, "tree_nodes", f"one of {', '.join(TREE_NODES)}", self.tree_nodes)
         check(isinstance(self.mutually_exclusive, bool), "mutually_exclusive", "true or false",
               self.mutually_exclusive)
-        tree = self.n_roots * sum(self.branching ** k for k in range(self.depth))
-        check(tree <= self.n_features, "n_roots", f"small enough that the trees ({tree} nodes) fit in "
+        tree = tree_size(self.n_roots, self.branching, self.depth, self.n_features)
+        check(tree <= self.n_features, "n_roots", f"small enough that the trees ("
+              f"{f'{tree} nodes' if tree <= self.n_features else 'more nodes than that'}; branching "
+              f"{self.branching}, depth {self.depth}) fit in "
               f"n_features={self.n_features}", self.n_roots)
+
+
+def tree_size(n_roots: int, branching: int, depth: int, bound: int) -> int:
+    """Nodes in `n_roots` trees of `depth` levels with `branching` children each, counted level by level and
+    stopped as soon as the count passes `bound` (then bound + 1 is returned): O(log bound) steps for any depth."""
+    if n_roots == 0:
+        return 0
+    if branching == 1:
+        return min(n_roots * depth, bound + 1)
+    total, level = 0, n_roots
+    for _ in range(depth):
+        total += level
+        if total > bound:
+            return bound + 1
+        level *= branching
+    return total
 
 
 def _firing_probs(cfg: SyntheticConfig) -> np.ndarray:
@@ -179,8 +198,13 @@ class Dictionary:
     """A built synthetic dictionary: vectors, firing law, hierarchy and copula (all from `cfg.seed`)."""
 
     def __init__(self, cfg: SyntheticConfig):
+        from toymodels.budget import FLOAT, check_memory
+
         self.cfg = cfg
         F = cfg.n_features
+        gram = 4 * F * F if cfg.orthogonality_steps else 0  # the cosine matrix of the spreading steps
+        check_memory(FLOAT * (3 * F * cfg.d_model + gram) + 200 * F,
+                     f"dictionary ({F} features in {cfg.d_model} dims)")
         gen = generator(cfg.seed, "dictionary")  # unrelated to any SAE init seeded with cfg.seed
         self.vectors = random_unit_vectors(F, cfg.d_model, gen, cfg.orthogonality_steps)  # [F, D]
         base = _firing_probs(cfg)
@@ -246,6 +270,14 @@ class Dictionary:
 
         check(_is_int(n) and n >= 1, "n_samples", "an integer ≥ 1", n)
         check(_is_int(chunk) and chunk >= 1, "chunk", "an integer ≥ 1", chunk)
+        check(_is_seed(seed), "sample_seed", SEED_RANGE, seed)
+        check(threads is None or (_is_int(threads) and threads >= 1), "threads", "null or an integer ≥ 1", threads)
+        from toymodels.budget import FLOAT, check_memory
+
+        # hidden [n, d] float32, and the true activations (row, feature, value: 20 bytes each) held twice while the
+        # chunks are joined
+        check_memory(FLOAT * n * self.cfg.d_model + 40 * n * self.expected_l0,
+                     f"sample ({n} samples × d_model={self.cfg.d_model}, mean L0 {self.expected_l0:.1f})")
         hidden = torch.empty(n, self.cfg.d_model)
         h_ND, V_FD = hidden.numpy(), self.vectors.numpy()
         starts = range(0, n, chunk)

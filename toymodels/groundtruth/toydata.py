@@ -27,8 +27,11 @@ def toy_dataset(result, instance: int = 0, n_samples: int = 10_000, seed: int = 
     """Sample `n_samples` inputs from instance `instance`'s feature distribution and record h and the
     truth."""
     cfg, I = result.config, result.config.instances
-    check(0 <= instance < I, "instance", f"in [0, {I})", instance)
-    check(n_samples >= 1, "n_samples", "an integer ≥ 1", n_samples)
+    from toymodels.config import SEED_RANGE, _is_int, _is_seed
+
+    check(_is_int(instance) and 0 <= instance < I, "instance", f"an integer in [0, {I})", instance)
+    check(_is_int(n_samples) and n_samples >= 1, "n_samples", "an integer ≥ 1", n_samples)
+    check(_is_seed(seed), "seed", SEED_RANGE, seed)
     model = result.model.select(torch.tensor([instance]))
     p_1F = torch.tensor(cfg.density_array()[instance:instance + 1], dtype=torch.float32)
     x_1NF = sample_dense(cfg, p_1F, n_samples, torch.Generator().manual_seed(seed))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from toymodels.config import _is_int, _is_num
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import check
 from toymodels.seeding import generator
 
@@ -81,6 +81,7 @@ class SAEConfig:
     """Optional label (used for export folder names); default variant-d_sae-seed."""
 
     def __post_init__(self):
+        check_types(self)
         check(self.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}", self.variant)
         for f in ("d_in", "d_sae"):
             check(_is_int(getattr(self, f)) and getattr(self, f) >= 1, f, "an integer ≥ 1", getattr(self, f))
@@ -99,13 +100,18 @@ class SAEConfig:
         check(self.aux_k is None or (_is_int(self.aux_k) and 1 <= self.aux_k <= self.d_sae), "aux_k",
               f"null or an integer in [1, d_sae={self.d_sae}]", self.aux_k)
         check(self.b_dec_init in ("mean", "zero"), "b_dec_init", "mean or zero", self.b_dec_init)
-        check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
+        check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
+        check(self.name is None or isinstance(self.name, str), "name", "null or a string", self.name)
         if self.prefixes is not None:
+            check(_is_list(self.prefixes), "prefixes", f"null or a list of increasing integers ending at "
+                  f"d_sae={self.d_sae}", self.prefixes)
             p = list(self.prefixes)
             ok = (len(p) >= 1 and all(_is_int(v) and v >= 1 for v in p)
                   and all(a < b for a, b in zip(p, p[1:], strict=False)) and p[-1] == self.d_sae)
             check(ok, "prefixes", f"increasing integers ending at d_sae={self.d_sae}", self.prefixes)
         if self.prefix_weights is not None:
+            check(_is_list(self.prefix_weights), "prefix_weights", "null or a list of numbers ≥ 0",
+                  self.prefix_weights)
             w, n = list(self.prefix_weights), len(self.prefix_sizes)
             check(len(w) == n and all(_is_num(v) and v >= 0 for v in w), "prefix_weights",
                   f"{n} numbers ≥ 0 (one per prefix {self.prefix_sizes})", self.prefix_weights)
@@ -130,6 +136,10 @@ class SAEConfig:
     @property
     def label(self) -> str:
         return self.name or f"{self.variant}-{self.d_sae}-s{self.seed}"
+
+
+def _is_list(v) -> bool:
+    return isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig"
 
 
 class PackedSAE(nn.Module):

@@ -33,11 +33,26 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help())
 
 
+EVAL_SAMPLES = 20_000
+"""Samples the printed summary (L0, FVU, dead latents) is measured on: `benchmark score`'s default --n-eval."""
+LIST_VALUED = ("prefixes", "prefix_weights")
+"""SAEConfig fields whose value is itself a list: a flat list is one value, a list of lists is a sweep."""
+
+
 def expand(sae_kw: dict) -> list[dict]:
-    """Cartesian product over list-valued keys (except `prefixes`/`betas`, whose values are lists)."""
-    keys = list(sae_kw)
-    vals = [v if isinstance(v, list) and not (k == "prefixes" and v and not isinstance(v[0], list)) else [v]
-            for k, v in sae_kw.items()]
+    """Cartesian product over list-valued keys (a flat list of a `LIST_VALUED` field is one value)."""
+    from toymodels.errors import ConfigError
+
+    keys, vals = list(sae_kw), []
+    for k, v in sae_kw.items():
+        if k in LIST_VALUED:
+            vals.append(v if isinstance(v, list) and v and all(isinstance(x, list) for x in v) else [v])
+        elif isinstance(v, list):
+            if not v:
+                raise ConfigError(f"{k}: an empty list trains no SAE; give a value or a non-empty list")
+            vals.append(v)
+        else:
+            vals.append([v])
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*vals)]
 
 
@@ -64,7 +79,7 @@ def _train(args) -> None:
     dataset, overrides = Path(args.args[0]), args.args[1:] + args.out[1:]
     out = Path(args.out[0])
     sae_kw, train_kw = split_overrides(parse_overrides(overrides), SAEConfig, SAETrainConfig)
-    if "betas" in train_kw:
+    if isinstance(train_kw.get("betas"), list):
         train_kw["betas"] = tuple(train_kw["betas"])
     tc = SAETrainConfig(**train_kw)
     hidden = load_dataset(dataset).hidden  # validated: 2-D float32, non-empty, finite
@@ -89,13 +104,26 @@ def _train(args) -> None:
 
     with lock(out):  # one writer per output folder for the whole run
         saes, resumed = train_in_packs(cfgs, hidden.float(), tc, resume, finish)
-    x = hidden[:4096].float()
+    x = hidden[:EVAL_SAMPLES].float()
     print(f"{'sae':<28} {'arch':<9} {'L0':>7} {'FVU':>8} {'dead':>5}")
     for s in saes:
-        acts = s.encode(x)
-        fvu = float((s.decode(acts) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12))
-        dead = int(((acts > 0).sum(0) == 0).sum())
-        print(f"{s.cfg.label:<28} {s.architecture:<9} {float((acts > 0).sum(1).float().mean()):7.2f} "
-              f"{fvu:8.4f} {dead:5d}")
+        l0, fvu, dead = summary(s, x)
+        print(f"{s.cfg.label:<28} {s.architecture:<9} {l0:7.2f} {fvu:8.4f} {dead:5d}")
+    print(f"(L0, FVU and dead on the first {len(x)} samples: dead = latents that never fire on them, the window of "
+          f"`toymodels benchmark score`'s dead_frac with its default --n-eval {EVAL_SAMPLES})")
     note = f"; {resumed} finished pack(s) resumed from an earlier run" if resumed else ""
     print(f"saved {len(saes)} SAE(s) under {out}/ (SAELens format: cfg.json + sae_weights.safetensors){note}")
+
+
+def summary(sae, x_ND, batch: int = 4096) -> tuple[float, float, int]:
+    """(mean L0, fraction of variance unexplained, latents that never fire) of `sae` on x_ND, in batches."""
+    fired_L, active, sq_err = None, 0, 0.0
+    for i in range(0, len(x_ND), batch):
+        xb = x_ND[i:i + batch]
+        acts = sae.encode(xb)
+        on = acts != 0
+        fired_L = on.any(0) if fired_L is None else fired_L | on.any(0)
+        active += int(on.sum())
+        sq_err += float((sae.decode(acts) - xb).pow(2).sum())
+    total = float((x_ND - x_ND.mean(0)).pow(2).sum().clamp_min(1e-12))
+    return active / len(x_ND), sq_err / total, int((~fired_L).sum())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from toymodels.config import from_dict, to_dict
-from toymodels.errors import ConfigError, DataFileError
+from toymodels.config import _is_int, _is_num, from_dict, to_dict
+from toymodels.errors import ConfigError, DataFileError, short_repr
 from toymodels.io import environment, load_tensors, read_json
 from toymodels.sae.base import SAEConfig, TrainedSAE
 
@@ -65,15 +65,20 @@ def load_saelens(path) -> TrainedSAE:
     if not isinstance(cfg, dict):
         raise DataFileError(f"{cfg_path}: expected a JSON object")
     arch = cfg.get("architecture", "standard")
-    if arch not in TENSORS:
-        raise DataFileError(f"{cfg_path}: architecture {arch!r} not supported "
+    if not isinstance(arch, str) or arch not in TENSORS:
+        raise DataFileError(f"{cfg_path}: architecture {short_repr(arch)} not supported "
                             f"(accepted: {', '.join(TENSORS)})")
     for key in ("d_in", "d_sae"):
-        if not isinstance(cfg.get(key), int) or cfg[key] < 1:
-            raise DataFileError(f"{cfg_path}: {key} must be an integer ≥ 1, got {cfg.get(key)!r}")
-    if cfg.get("normalize_activations", "none") != "none":
-        raise DataFileError(f"{cfg_path}: normalize_activations={cfg['normalize_activations']!r} unsupported "
-                            "(only 'none')")
+        if not _is_int(cfg.get(key)) or cfg[key] < 1:
+            raise DataFileError(f"{cfg_path}: {key} must be an integer ≥ 1, got {short_repr(cfg.get(key))}")
+    for key in ("apply_b_dec_to_input", "rescale_acts_by_decoder_norm"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise DataFileError(f"{cfg_path}: {key} must be true or false, got {short_repr(cfg[key])}")
+    if not isinstance(cfg.get("metadata") or {}, dict):
+        raise DataFileError(f"{cfg_path}: metadata must be a JSON object, got {type(cfg['metadata']).__name__}")
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise DataFileError(f"{cfg_path}: normalize_activations={short_repr(cfg['normalize_activations'])} "
+                            "unsupported (only 'none')")
     D, L = cfg["d_in"], cfg["d_sae"]
     wpath = path / "sae_weights.safetensors"
     raw = load_tensors(wpath)
@@ -94,19 +99,30 @@ def load_saelens(path) -> TrainedSAE:
             raise DataFileError(f"{wpath}: {n} must be finite floats")
         t[n] = raw[n].float()
     k = cfg.get("k") if arch == "topk" else None
-    if arch == "topk" and (not isinstance(k, int) or not 1 <= k <= L):
-        raise DataFileError(f"{cfg_path}: k must be an integer in [1, d_sae={L}] for topk, got {k!r}")
+    if arch == "topk" and (not _is_int(k) or not 1 <= k <= L):
+        raise DataFileError(f"{cfg_path}: k must be an integer in [1, d_sae={L}] for topk, got {short_repr(k)}")
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         n_L = t["W_dec"].norm(dim=-1)  # fold: same function with unit-norm decoder rows
         t["W_dec"], t["W_enc"], t["b_enc"] = t["W_dec"] / n_L[:, None], t["W_enc"] * n_L, t["b_enc"] * n_L
     meta = cfg.get("metadata") or {}
+    own = meta.get("toymodels_config")
     try:
-        sae_cfg = from_dict(SAEConfig, meta["toymodels_config"]) if "toymodels_config" in meta else \
+        if own is not None and not isinstance(own, dict):
+            raise ConfigError(f"must be a JSON object, got {type(own).__name__}")
+        sae_cfg = from_dict(SAEConfig, own) if own is not None else \
             SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, k=k or 1)
     except ConfigError as e:
         raise DataFileError(f"{cfg_path}: metadata.toymodels_config is invalid ({e})") from None
+    if (sae_cfg.d_in, sae_cfg.d_sae) != (D, L):
+        raise DataFileError(f"{cfg_path}: metadata.toymodels_config says d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae} "
+                            f"but the file says d_in={D}, d_sae={L}")
+    scale = meta.get("toymodels_scale", 1.0)
+    if not _is_num(scale) or scale <= 0:
+        raise DataFileError(f"{cfg_path}: metadata.toymodels_scale must be a number > 0, got {short_repr(scale)}")
     history = read_json(path / "history.json") if (path / "history.json").is_file() else {}
+    if not isinstance(history, dict):
+        raise DataFileError(f"{path / 'history.json'}: expected a JSON object, got {type(history).__name__}")
     verify(path, ("cfg.json", "sae_weights.safetensors"), seen)  # refuses a half-replaced folder
     return TrainedSAE(cfg=sae_cfg, architecture=arch,
-                      apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                      k=k, scale=float(meta.get("toymodels_scale", 1.0)), history=history, **t)
+                      apply_b_dec_to_input=cfg.get("apply_b_dec_to_input", True),
+                      k=k, scale=float(scale), history=history, **t)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from toymodels.config import _is_int, _is_num
+from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import ConfigError, DivergenceError, check
 from toymodels.progress import progress
 from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
@@ -67,12 +67,15 @@ class SAETrainConfig:
     """Show a progress bar (hidden anyway when stderr is not a terminal or under CI)."""
 
     def __post_init__(self):
+        check_types(self)
         for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("dead_after", 1), ("resample_every", 0),
-                         ("log_every", 1), ("seed", 0)):
+                         ("log_every", 1)):
             check(_is_int(getattr(self, name)) and getattr(self, name) >= lo, name, f"an integer ≥ {lo}",
                   getattr(self, name))
+        check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
-        check(len(self.betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in self.betas), "betas",
+        check(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
+              and all(_is_num(b) and 0 <= b < 1 for b in self.betas), "betas",
               "two numbers in [0, 1)", self.betas)
         check(_is_num(self.resample_until) and 0 <= self.resample_until <= 1, "resample_until", "in [0, 1]",
               self.resample_until)
@@ -81,6 +84,8 @@ class SAETrainConfig:
         check(self.warmup_steps < self.steps, "warmup_steps", f"< steps={self.steps}", self.warmup_steps)
         check(_is_num(self.decay_frac) and 0 <= self.decay_frac < 1, "decay_frac", "in [0, 1)",
               self.decay_frac)
+        for name in ("normalize", "progress"):
+            check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
 
 
 def lr_factor(step: int, tc: SAETrainConfig) -> float:
@@ -129,9 +134,14 @@ def _check_data(data, cfgs: list[SAEConfig]) -> None:
 
 def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None) -> list[TrainedSAE]:
     """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form."""
+    from toymodels.budget import check_memory, sae_bytes
+
     tc = tc or SAETrainConfig()
     configs = list(configs)
     _check_data(data, configs)
+    check_memory(sae_bytes([(c.d_sae, c.d_in) for c in configs], tc.batch_size),
+                 f"SAE training ({len(configs)} SAE(s), widths up to {max(c.d_sae for c in configs)}, "
+                 f"batch {tc.batch_size})")
     stream = batches(data, tc)
     first = next(stream, None)
     if first is None:
