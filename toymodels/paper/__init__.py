@@ -31,6 +31,9 @@ FIGURES = [
     "phase_2to1",
     "phase_3to2",
     "sae_recovery",
+    "double_descent",
+    "capacity",
+    "engineered_mono",
 ]
 
 
