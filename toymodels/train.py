@@ -144,7 +144,9 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     fast = (tc.backward == "auto" and isinstance(model, TiedModel) and sizes is None and not cfg.normalize
             and cfg.hidden_bias is None)
     if sizes is not None:
-        step_fn = _DatasetStep(cfg, model, p_IF, imp_KF, sizes, R, tc, gen)
+        fixed = _DatasetStep(cfg, model, p_IF, imp_KF, sizes, R, tc, gen)
+        fast_data = tc.backward == "auto" and isinstance(model, TiedModel) and cfg.hidden_bias is None
+        step_fn = _FastDatasetStep(fixed, cfg, model, p_KF, imp_KF, tc, gen) if fast_data else fixed
     elif fast:
         step_fn = _FastStep(cfg, model, p_KF, imp_KF, sparse, tc, gen)
     else:
@@ -329,6 +331,30 @@ class _FastStep:
         else:
             self.opt.param_groups[0]["lr"] = lr
             self.opt.step()
+
+
+class _FastDatasetStep(_FastStep):
+    """Fixed-dataset steps on the fast path: each instance's restarts (a contiguous slice of K) take their own
+    T samples, batch-last, through `TiedGrad` (importance scaled by 1/T so each instance's loss is its mean)."""
+
+    def __init__(self, fixed: _DatasetStep, cfg, model: TiedModel, p_KF, imp_KF, tc: TrainConfig, gen):
+        super().__init__(cfg, model, p_KF, imp_KF, False, tc, gen)
+        R = len(imp_KF) // len(fixed.dataset)
+        T_K = torch.tensor([len(x) for x in fixed.dataset]).repeat_interleave(R)
+        self.grad = TiedGrad(model, imp_KF / T_K[:, None], 1)
+        self.dataset = fixed.dataset
+        chunks = [(slice(i * R, (i + 1) * R), x_TF.T.neg().contiguous().expand(R, -1, -1).contiguous(), 0)
+                  for i, x_TF in enumerate(fixed.dataset)]
+        self.draw = lambda: chunks
+
+    @torch.no_grad()
+    def loss(self) -> torch.Tensor:
+        """[K] training-set loss of the current weights."""
+        out_K = torch.zeros(len(self.grad.imp_c_KF))
+        self.grad.begin()
+        for sl, xn, n_zero in self.draw():
+            self.grad(xn, n_zero, out_K, sl)
+        return out_K
 
 
 def _adamw(model: ToyModel, tc: TrainConfig) -> torch.optim.Optimizer:

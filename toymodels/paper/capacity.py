@@ -17,7 +17,7 @@ SECTION = "followups"
 SOURCE = "Scherlis et al. 2022, Polysemanticity and Capacity in Neural Networks"
 N, M, DECAY = 20, 5, 0.7
 DENSITIES = [1.0, 0.3, 0.1, 0.03]
-STEPS, RESTARTS = (3000, 1200), (4, 2)
+STEPS, RESTARTS = (3000, 1200), (6, 4)
 FULL, NONE = 0.9, 0.1
 """Capacity ≥ FULL: a whole dimension; ≤ NONE: ignored; in between: a fraction (polysemantic)."""
 
@@ -77,6 +77,6 @@ def plot(df: pd.DataFrame) -> plt.Figure:
         bottom += alloc[col].to_numpy()
     bx.set_xticks(x, [f"{d:g}\n(κ {kurtosis(d):.0f})" for d in alloc.index], fontsize=8)
     bx.set(xlabel="density (kurtosis)", ylabel="features", title=f"{N} features sharing {M} dims")
-    bx.legend(fontsize=7, loc="lower right")
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     fig.tight_layout()
     return fig

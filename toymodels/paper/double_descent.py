@@ -21,19 +21,19 @@ N, DENSITY = 200, 0.02
 """200 features, ~4 active per sample (the paper: 10,000 at 0.001, ~10 active); overlaps between two samples stay
 rare (≈8 %), so memorised points do not share features."""
 T_FULL = [3, 4, 5, 6, 8, 12, 20, 30, 50, 80, 130, 200, 300, 500]
-T_QUICK = [4, 5, 6, 8, 20, 50, 130, 300]
+T_QUICK = [5, 8, 20, 50, 130, 300]
 M_FULL, M_QUICK = (2, 3), (2,)
-STEPS, RESTARTS = (2500, 1500), (2, 2)
+STEPS, RESTARTS = (3000, 3000), (2, 2)
 LR, WD = 1e-2, 1e-2
 
 TITLE = "Double descent: memorised data points, then features, in the ReLU-output model (200 features → m dims)"
 CAPTION = (
     "Test loss (fresh samples) vs training-set size T peaks between memorisation (small T: the training points' "
     "hidden vectors W x_t form a regular polygon, each with dimensionality ≈ m/T) and generalisation (large T: "
-    "features hold the dimensions); the peak moves to larger T as m grows.\n"
+    "features hold the dimensions; panels: the 60 longest); the peak moves to larger T as m grows.\n"
     f"relu_output, {N} features at density {DENSITY}, inputs scaled to unit norm, full batch on T samples, "
     f"AdamW lr {LR} (warm-up + cosine), weight decay {WD}, {STEPS[0]} steps, best of {RESTARTS[0]} restarts on "
-    f"training loss; m = {', '.join(map(str, M_FULL))} (--quick: m = 2, {len(T_QUICK)} sizes, {STEPS[1]} steps)."
+    f"training loss; m = {', '.join(map(str, M_FULL))} (--quick: m = 2, {len(T_QUICK)} sizes)."
 )
 
 
@@ -49,7 +49,8 @@ def compute(quick: bool = False, seed: int = 0) -> pd.DataFrame:
         for i, T in enumerate(Ts):
             rows.append({"kind": "loss", "m": m, "T": T, "test_loss": float(res.final_loss[i]),
                          "train_loss": float(res.dataset_loss[i])})
-            H_TM = res.dataset[i] @ res.W[i]  # hidden vectors of the training points
+            x_TF = res.dataset[i][res.dataset[i].norm(dim=-1) > 0]  # an all-zero sample (~2 %) has no vector
+            H_TM = x_TF @ res.W[i]  # hidden vectors of the training points
             for kind, V in (("data", H_TM), ("feature", res.W[i])):
                 D = analysis.feature_dimensionality(V[None])[0]
                 for j in range(len(V)):
@@ -65,11 +66,11 @@ def polygon_gaps(V_T2: np.ndarray) -> np.ndarray:
 
 
 def peak_ratio(loss: pd.DataFrame) -> tuple[int, float, float]:
-    """(T at the interior maximum of test loss, peak / max loss left of it, peak / max loss right of it)."""
+    """(T at the interior maximum of test loss, peak / loss at the smallest T, peak / loss at the largest T)."""
     s = loss.sort_values("T")
     y = s["test_loss"].to_numpy()
     k = int(np.argmax(y[1:-1])) + 1
-    return int(s["T"].iloc[k]), float(y[k] / y[:k].max()), float(y[k] / y[k + 1:].max())
+    return int(s["T"].iloc[k]), float(y[k] / y[0]), float(y[k] / y[-1])
 
 
 def plot(df: pd.DataFrame) -> plt.Figure:
@@ -87,9 +88,10 @@ def plot(df: pd.DataFrame) -> plt.Figure:
     sns.lineplot(data=loss, x="T", y="train_loss", hue="m", palette="viridis", ls=":", legend=False, ax=ax)
     T_pk, left, right = peak_ratio(loss[loss["m"] == 2])
     ax.set(xscale="log", yscale="log", xlabel="training-set size T", ylabel="loss (solid: test, dotted: train)",
-           title=f"m = 2: test loss peaks at T = {T_pk} ({left:.1f}× its left, {right:.1f}× its right side)")
+           ylim=(1e-2 / N, None),
+           title=f"m = 2: test loss peaks at T = {T_pk} ({left:.1f}× the smallest T's, {right:.1f}× the largest T's)")
     ax.axhline(1 / N, color="0.5", lw=0.8, ls="--")
-    ax.text(Ts[0], 1.05 / N, "output 0", fontsize=7, color="0.4")
+    ax.text(Ts[0], 1.1 / N, "loss of output 0", fontsize=7, color="0.4")
     ax = fig.add_subplot(grid[1, :2])
     pts = two[two["kind"] != "loss"]
     sns.stripplot(data=pts, x="T", y="dimensionality", hue="kind", dodge=True, size=2.5, alpha=0.6, jitter=0.25,
@@ -101,7 +103,7 @@ def plot(df: pd.DataFrame) -> plt.Figure:
     for c, T in enumerate(show):
         for r, kind in enumerate(("data", "feature")):
             sub = two[(two["kind"] == kind) & (two["T"] == T)]
-            V = sub[["v0", "v1"]].to_numpy()
+            V = sub.nlargest(60, "norm")[["v0", "v1"]].to_numpy()  # the 60 longest (of up to 200 features)
             lim = 1.25 * max(np.abs(V).max(), 1e-6)
             color = "tab:red" if kind == "data" else "tab:blue"
             extra = f"\ngaps {', '.join(f'{g:.0f}°' for g in polygon_gaps(V))}" if kind == "data" and T <= 8 else ""

@@ -77,6 +77,7 @@ def plot(df: pd.DataFrame) -> plt.Figure:
                  ax=axes[1])
     axes[1].set(xscale="log", xticks=NEURONS, xticklabels=[f"{m}\n({m // N}× features)" for m in NEURONS],
                 xlabel="neurons", title="vs neuron count (per bias init)")
+    axes[1].xaxis.set_minor_formatter(plt.NullFormatter())
     sns.lineplot(data=df, x="bias_init", y="loss", hue="neurons", marker="o", palette=pal, ax=axes[2],
                  legend=False)
     axes[2].set(yscale="log", xlabel="hidden-bias init", ylabel="test loss", title="loss: no worse when monosemantic")
