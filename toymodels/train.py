@@ -201,7 +201,8 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
         snapshot_steps=torch.tensor(snap_steps) if snaps else None,
         snapshots=torch.stack(snaps)[:, keep] if snaps else None,
         seconds=seconds,
-        meta={"sampler": "sparse" if sparse else "dense", "backward": "manual" if fast else "autograd",
+        meta={"sampler": "sparse" if sparse else "dense",
+              "backward": "manual" if isinstance(step_fn, _FastStep) else "autograd",
               "model_steps_per_s": I * R * tc.steps / seconds,
               "window_seconds": window_seconds},  # wall time of each log_every window (for benchmarks)
         dataset=step_fn.dataset if sizes is not None else None,
