@@ -34,6 +34,7 @@ FIGURES = [
     "double_descent",
     "capacity",
     "engineered_mono",
+    "scaling",
 ]
 
 
