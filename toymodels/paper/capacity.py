@@ -26,7 +26,7 @@ CAPTION = (
     "Each feature's capacity D_i vs its importance: dense (low-kurtosis) inputs give the top 5 features a whole "
     "dimension and the rest none; as kurtosis rises, middling features get a fraction (here 1/2: antipodal "
     "pairs), the curve moves to less important features, and at the highest kurtosis no feature keeps a whole "
-    "dimension (at density 0.1 the whole dimension can go to the 2nd feature instead of the 1st: a near-tie).\n"
+    "dimension at density ≤ 0.1 (--quick can give the 2nd feature, not the 1st, the whole dimension: a near-tie).\n"
     f"relu_output, importance {DECAY}^i, densities {', '.join(map(str, DENSITIES))} (kurtosis of x in the "
     f"legend), {STEPS[0]} steps (lr 1e-2 warm-up + cosine), best of {RESTARTS[0]} restarts; all densities × "
     f"restarts in one train() call (--quick: {STEPS[1]} steps, best of {RESTARTS[1]})."

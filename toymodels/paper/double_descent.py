@@ -106,8 +106,8 @@ def plot(df: pd.DataFrame) -> plt.Figure:
             V = sub.nlargest(60, "norm")[["v0", "v1"]].to_numpy()  # the 60 longest (of up to 200 features)
             lim = 1.25 * max(np.abs(V).max(), 1e-6)
             color = "tab:red" if kind == "data" else "tab:blue"
-            extra = f"\ngaps {', '.join(f'{g:.0f}°' for g in polygon_gaps(V))}" if kind == "data" and T <= 8 else ""
+            extra = f"\nangles {'/'.join(f'{g:.0f}' for g in polygon_gaps(V))}°" if kind == "data" and T <= 8 else ""
             vector_panel(fig.add_subplot(grid[r, 2 + c]), V, [color] * len(V), lim=lim,
-                         title=f"T = {T}: {'training points W x_t' if kind == 'data' else 'features W_f'}{extra}")
+                         title=f"T = {T}: {'points W x_t' if kind == 'data' else 'features W_f'}{extra}")
     fig.tight_layout()
     return fig

@@ -25,8 +25,8 @@ MONO = 0.9
 TITLE = "Engineering monosemanticity: hidden-bias init and neuron count (absolute value of 8 features)"
 CAPTION = (
     "Monosemanticity (mean over live neurons of the share of a neuron's response to single features that "
-    "comes from its top feature) rises with more neurons per feature and with a more negative hidden-bias "
-    "initialisation, while the loss stays as low or drops.\n"
+    "comes from its top feature) rises with a more negative hidden-bias init (at ≥ 2 neurons per feature) and "
+    "from 1 to 2 neurons per feature (the ± pair each |x_i| needs; flat beyond), while the loss falls too.\n"
     f"abs_value with a trainable hidden bias, {N} features at density {DENSITY}, neurons "
     f"{', '.join(map(str, NEURONS))}, bias init {', '.join(map(str, BIASES))} (one train() call per neuron "
     f"count, bias inits as instances), {STEPS[0]} steps (lr 1e-2 warm-up + cosine), best of {RESTARTS[0]} "

@@ -27,7 +27,8 @@ STEPS = (1500, 1000)
 
 TITLE = "Superposition yields robust scaling: loss vs hidden size m, strong vs weak superposition (256 features)"
 CAPTION = (
-    "Strong superposition (negative weight decay: nearly every feature represented) gives loss ∝ m^−1, the "
+    "Strong superposition (negative weight decay: more features represented, nearly all by m = 24) gives loss "
+    "∝ m^−1, the "
     "fitted exponent in the legend; weaker superposition (large weight decay: far fewer features kept) gives a "
     "shallower law set by the rare features it drops. Right: features represented (‖W_i‖ ≥ 0.5) vs m.\n"
     f"relu_output, {N} features firing with probability {P0}·i^−{ALPHA}, weight decay "
