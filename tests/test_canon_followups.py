@@ -126,7 +126,8 @@ def test_hidden_bias_and_negative_weight_decay():
     cfg = ToyConfig(n_features=4, n_hidden=8, model="abs_value", hidden_bias=[0.0, -0.5])
     res = train(cfg, TrainConfig(steps=3, restarts=2, progress=False))
     assert res.model.b_hidden.shape == (2, 8) and res.meta["backward"] == "autograd"
-    assert float(res.model.b_hidden[1].mean()) < -0.45 < float(res.model.b_hidden[0].mean()) - 0.4
+    b_IH = res.model.b_hidden.detach()
+    assert float(b_IH[1].mean()) < -0.45 < float(b_IH[0].mean()) - 0.4
     W0 = train(ToyConfig(n_features=3, n_hidden=2), TrainConfig(steps=50, lr=1e-3, weight_decay=0, progress=False))
     Wn = train(ToyConfig(n_features=3, n_hidden=2), TrainConfig(steps=50, lr=1e-3, weight_decay=-5, progress=False))
     assert float(Wn.W.norm()) > float(W0.W.norm())  # negative decay grows the weights
