@@ -52,6 +52,13 @@ class ToyConfig:
     """Hierarchical structure: probability that a child fires given its parent fires, in (0, 1]."""
     magnitude: str | None = None
     """Magnitude law of active features: uniform U[0,1] or symmetric U[−1,1]. None: symmetric for abs_value."""
+    normalize: bool = False
+    """Scale every non-zero sample x to unit L2 norm (Henighan et al. 2023's finite-data setup); such configs
+    train on the autograd path."""
+    hidden_bias: Any = None
+    """hidden_relu and abs_value only: None, no hidden bias (the paper's models); a number, or one per instance
+    ([I] list), adds a trainable per-neuron bias, h = ReLU(W x + b_hidden), initialised to that value (Jermyn et
+    al. 2022: a negative init gives monosemantic neurons); such configs train on the autograd path."""
 
     def __post_init__(self):
         check_types(self)
@@ -64,6 +71,13 @@ class ToyConfig:
         check(_is_num(self.importance_decay) and self.importance_decay > 0, "importance_decay", "a number > 0",
               self.importance_decay)
         check(_is_num(self.child_prob) and 0 < self.child_prob <= 1, "child_prob", "in (0, 1]", self.child_prob)
+        check(isinstance(self.normalize, bool), "normalize", "true or false", self.normalize)
+        if self.hidden_bias is not None:
+            hb = np.asarray(_plain(self.hidden_bias), dtype=object).reshape(-1)
+            ok = np.ndim(_plain(self.hidden_bias)) <= 1 and hb.size >= 1 and all(_is_num(v) for v in hb)
+            check(ok and self.model in ("hidden_relu", "abs_value"), "hidden_bias",
+                  "null, or a number or [instance] list of numbers, with model hidden_relu or abs_value",
+                  self.hidden_bias)
         if self.structure != "independent":
             check(_is_int(self.set_size) and self.set_size >= 1 and self.n_features % self.set_size == 0,
                   "set_size", f"an integer ≥ 1 that divides n_features={self.n_features}", self.set_size)
@@ -75,9 +89,10 @@ class ToyConfig:
         check(bool(np.all((dens > 0) & (dens <= 1))), "density", "in (0, 1] (density = 1 − sparsity)",
               _worst(dens, (dens > 0) & (dens <= 1)))
         check(bool(np.all(imp >= 0)), "importance", "≥ 0", _worst(imp, imp >= 0))
-        n = max(dens.shape[0], imp.shape[0])
-        for name, arr in (("density", dens), ("importance", imp)):
-            check(arr.shape[0] in (1, n), name, f"broadcastable to {n} instances", f"{arr.shape[0]} rows")
+        hb = self.hidden_bias_array(1)
+        n = max(dens.shape[0], imp.shape[0], len(hb))
+        for name, rows in (("density", dens.shape[0]), ("importance", imp.shape[0]), ("hidden_bias", len(hb) or 1)):
+            check(rows in (1, n), name, f"broadcastable to {n} instances", f"{rows} rows")
         if self.n_instances is not None:
             check(_is_int(self.n_instances) and self.n_instances >= 1, "n_instances", "an integer ≥ 1",
                   self.n_instances)
@@ -102,7 +117,16 @@ class ToyConfig:
     @property
     def instances(self) -> int:
         """Number of instances (configurations) in this batch."""
-        return self.n_instances or max(self._grid("density").shape[0], self._grid("importance").shape[0])
+        return self.n_instances or max(self._grid("density").shape[0], self._grid("importance").shape[0],
+                                       len(self.hidden_bias_array(1)))
+
+    def hidden_bias_array(self, n: int | None = None) -> np.ndarray:
+        """[instance] initial hidden biases (broadcast to `n`, default the instances); empty if hidden_bias is None."""
+        if self.hidden_bias is None:
+            return np.zeros(0)
+        hb = np.asarray(_plain(self.hidden_bias), dtype=np.float64).reshape(-1)
+        n = self.instances if n is None else n
+        return np.broadcast_to(hb, (max(n, len(hb)),)).copy() if len(hb) == 1 else hb
 
     def density_array(self) -> np.ndarray:
         """Density broadcast to [instance, feature] (float64)."""
@@ -129,7 +153,8 @@ class TrainConfig:
     lr: float = 1e-3
     """Peak AdamW learning rate (> 0)."""
     weight_decay: float = 0.01
-    """AdamW decoupled weight decay (≥ 0; torch's default, as in the paper's notebook)."""
+    """AdamW decoupled weight decay (torch's default, as in the paper's notebook). Negative values grow the
+    weights (Liu, Liu & Gore 2025 use them to force strong superposition)."""
     schedule: str = "constant"
     """Learning-rate schedule: constant, or cosine (linear warm-up then cosine decay to lr·min_lr_frac)."""
     warmup_steps: int = 0
@@ -158,6 +183,11 @@ class TrainConfig:
     backward: str = "auto"
     """auto: hand-derived gradients and the fast batch-last data path for tied models (relu_output, linear,
     hidden_relu), autograd for abs_value; autograd: plain torch autograd everywhere (the slow reference path)."""
+    dataset_size: Any = None
+    """None: a fresh batch every step (infinite data). An integer T, or one per instance ([I] list): each instance
+    trains full-batch on its own fixed set of T samples drawn once (restarts share it; batch_size is then unused),
+    restarts are picked by their training-set loss and `final_loss` is the loss on fresh samples (the test loss;
+    Henighan et al. 2023). Instances with equal T are trained as one tensor."""
     progress: bool = True
     """Show a progress bar (it is hidden anyway when stderr is not a terminal or under CI)."""
 
@@ -170,8 +200,10 @@ class TrainConfig:
         check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
         check(isinstance(self.progress, bool), "progress", "true or false", self.progress)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
-        check(_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number ≥ 0",
-              self.weight_decay)
+        check(_is_num(self.weight_decay), "weight_decay", "a finite number", self.weight_decay)
+        sizes = np.asarray(_plain(self.dataset_size) if self.dataset_size is not None else 1)
+        ok = sizes.ndim <= 1 and sizes.size >= 1 and all(_is_int(v) and v >= 1 for v in sizes.reshape(-1).tolist())
+        check(ok, "dataset_size", "null, an integer ≥ 1 or a list of them (one per instance)", self.dataset_size)
         check(_is_num(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac", "in [0, 1]",
               self.min_lr_frac)
         check(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)

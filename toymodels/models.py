@@ -62,14 +62,19 @@ class ToyModel(nn.Module):
 class TiedModel(ToyModel):
     """relu_output, linear and hidden_relu: one matrix W embeds and (transposed) unembeds."""
 
-    def __init__(self, kind: str, n_instances: int, n_features: int, n_hidden: int, gen: torch.Generator):
+    def __init__(self, kind: str, n_instances: int, n_features: int, n_hidden: int, gen: torch.Generator,
+                 hidden_bias: torch.Tensor | None = None):
         super().__init__()
         self.kind = kind
         self.W = nn.Parameter(xavier_normal(n_instances, n_features, n_hidden, gen))  # [I, F, H]
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))  # [I, F]
+        if hidden_bias is not None:  # [I] initial values: hidden_relu with a per-neuron bias (Jermyn et al. 2022)
+            self.b_hidden = nn.Parameter(hidden_bias.float()[:, None].repeat(1, n_hidden))  # [I, H]
 
     def hidden(self, x_IBF):
         h_IBH = torch.bmm(x_IBF, self.W)
+        if hasattr(self, "b_hidden"):
+            h_IBH = h_IBH + self.b_hidden[:, None, :]
         return torch.relu(h_IBH) if self.kind == "hidden_relu" else h_IBH
 
     def forward(self, x_IBF):
@@ -82,11 +87,14 @@ class AbsValueModel(ToyModel):
 
     kind = "abs_value"
 
-    def __init__(self, n_instances: int, n_features: int, n_hidden: int, gen: torch.Generator):
+    def __init__(self, n_instances: int, n_features: int, n_hidden: int, gen: torch.Generator,
+                 hidden_bias: torch.Tensor | None = None):
         super().__init__()
         self.W_in = nn.Parameter(xavier_normal(n_instances, n_features, n_hidden, gen))  # [I, F, H]
         self.W_out = nn.Parameter(xavier_normal(n_instances, n_hidden, n_features, gen))  # [I, H, F]
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))  # [I, F]
+        if hidden_bias is not None:  # [I] initial values of a per-neuron bias (Jermyn et al. 2022)
+            self.b_hidden = nn.Parameter(hidden_bias.float()[:, None].repeat(1, n_hidden))  # [I, H]
 
     def target(self, x_IBF):
         return x_IBF.abs()
@@ -95,7 +103,8 @@ class AbsValueModel(ToyModel):
         return self.W_in.detach()
 
     def hidden(self, x_IBF):
-        return torch.relu(torch.bmm(x_IBF, self.W_in))
+        pre_IBH = torch.bmm(x_IBF, self.W_in)
+        return torch.relu(pre_IBH + self.b_hidden[:, None, :] if hasattr(self, "b_hidden") else pre_IBH)
 
     def forward(self, x_IBF):
         return torch.relu(torch.baddbmm(self.b[:, None, :], self.hidden(x_IBF), self.W_out))
@@ -103,9 +112,13 @@ class AbsValueModel(ToyModel):
 
 def build_model(cfg: ToyConfig, n_instances: int, gen: torch.Generator) -> ToyModel:
     """A freshly initialised model of `cfg.model` with `n_instances` instances."""
+    hb = None
+    if cfg.hidden_bias is not None:  # one value per configuration instance, repeated over its restarts
+        hb_I = torch.tensor(cfg.hidden_bias_array())
+        hb = hb_I.repeat_interleave(n_instances // len(hb_I))
     if cfg.model == "abs_value":
-        return AbsValueModel(n_instances, cfg.n_features, cfg.n_hidden, gen)
-    return TiedModel(cfg.model, n_instances, cfg.n_features, cfg.n_hidden, gen)
+        return AbsValueModel(n_instances, cfg.n_features, cfg.n_hidden, gen, hb)
+    return TiedModel(cfg.model, n_instances, cfg.n_features, cfg.n_hidden, gen, hb)
 
 
 def empty_model(cfg: ToyConfig, n_instances: int) -> ToyModel:

@@ -56,6 +56,10 @@ class TrainResult:
     """Wall time of training."""
     meta: dict = field(default_factory=dict)
     """How the batch was run (sampler used, model-steps/s); recorded with saved results."""
+    dataset: list[torch.Tensor] | None = None
+    """Fixed-dataset training (`TrainConfig.dataset_size`): per instance, its [T_i, F] training samples."""
+    dataset_loss: torch.Tensor | None = None
+    """[I] loss of the kept restart on its own training set (fixed-dataset training), else None."""
 
     @property
     def W(self) -> torch.Tensor:
@@ -95,8 +99,25 @@ class Batcher:
 
     def __call__(self) -> tuple[torch.Tensor, int]:
         if self.sparse:
-            return sample_sparse(self.cfg, self.p_IF, self.batch, self.gen)
-        return sample_dense(self.cfg, self.p_IF, self.batch, self.gen), 0
+            x, n_zero = sample_sparse(self.cfg, self.p_IF, self.batch, self.gen)
+        else:
+            x, n_zero = sample_dense(self.cfg, self.p_IF, self.batch, self.gen), 0
+        return (unit_norm(x) if self.cfg.normalize else x), n_zero
+
+
+def unit_norm(x_IBF: torch.Tensor) -> torch.Tensor:
+    """Every non-zero sample scaled to unit L2 norm (zero samples stay zero)."""
+    return x_IBF / x_IBF.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def dataset_sizes(tc: TrainConfig, n_instances: int) -> list[int] | None:
+    """`tc.dataset_size` as one T per instance (None: fresh batches every step)."""
+    if tc.dataset_size is None:
+        return None
+    sizes = [int(v) for v in torch.tensor(tc.dataset_size).reshape(-1).tolist()]
+    check(len(sizes) in (1, n_instances), "dataset_size", f"one integer or {n_instances} (one per instance)",
+          tc.dataset_size)
+    return sizes * n_instances if len(sizes) == 1 else sizes
 
 
 def batch_loss(model: ToyModel, x_IBF: torch.Tensor, n_zero: int, imp_IF: torch.Tensor, batch: int):
@@ -129,9 +150,17 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     gen = torch.Generator().manual_seed(tc.seed)
     model = build_model(cfg, I * R, gen)
     sparse = use_sparse(cfg, p_KF, tc.batch_size, tc.sparse_sampling)
-    fast = tc.backward == "auto" and isinstance(model, TiedModel)
-    step_fn = _FastStep(cfg, model, p_KF, imp_KF, sparse, tc, gen) if fast else _AutogradStep(
-        model, Batcher(cfg, p_KF, tc.batch_size, sparse, gen), imp_KF, tc)
+    sizes = dataset_sizes(tc, I)
+    fast = (tc.backward == "auto" and isinstance(model, TiedModel) and sizes is None and not cfg.normalize
+            and cfg.hidden_bias is None)
+    if sizes is not None:
+        fixed = _DatasetStep(cfg, model, p_IF, imp_KF, sizes, R, tc, gen)
+        fast_data = tc.backward == "auto" and isinstance(model, TiedModel) and cfg.hidden_bias is None
+        step_fn = _FastDatasetStep(fixed, cfg, model, p_KF, imp_KF, tc, gen) if fast_data else fixed
+    elif fast:
+        step_fn = _FastStep(cfg, model, p_KF, imp_KF, sparse, tc, gen)
+    else:
+        step_fn = _AutogradStep(model, Batcher(cfg, p_KF, tc.batch_size, sparse, gen), imp_KF, tc)
 
     hist, hist_steps, window = [], [], torch.zeros(I * R)
     snaps, snap_steps, window_seconds = [], [], []
@@ -171,7 +200,10 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     _on_divergence(~torch.isfinite(eval_K) & ~diverged, tc.steps, R, tc)
     diverged |= ~torch.isfinite(eval_K)
     restart_loss = eval_K.masked_fill(diverged, torch.nan).view(I, R)
-    best = torch.nan_to_num(restart_loss, nan=torch.inf).argmin(1)
+    data_loss = step_fn.loss().masked_fill(diverged, torch.nan).view(I, R) if sizes is not None else None
+    # restarts are picked on the loss they were trained on: fresh samples, or their own training set
+    pick = restart_loss if data_loss is None else data_loss
+    best = torch.nan_to_num(pick, nan=torch.inf).argmin(1)
     keep = torch.arange(I) * R + best
     return TrainResult(
         config=cfg, train=tc, model=model.select(keep),
@@ -180,9 +212,12 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
         snapshot_steps=torch.tensor(snap_steps) if snaps else None,
         snapshots=torch.stack(snaps)[:, keep] if snaps else None,
         seconds=seconds,
-        meta={"sampler": "sparse" if sparse else "dense", "backward": "manual" if fast else "autograd",
+        meta={"sampler": "sparse" if sparse else "dense",
+              "backward": "manual" if isinstance(step_fn, _FastStep) else "autograd",
               "model_steps_per_s": I * R * tc.steps / seconds,
               "window_seconds": window_seconds},  # wall time of each log_every window (for benchmarks)
+        dataset=step_fn.dataset if sizes is not None else None,
+        dataset_loss=data_loss.gather(1, best[:, None])[:, 0] if data_loss is not None else None,
     )
 
 
@@ -215,17 +250,72 @@ class _AutogradStep:
 
     def __init__(self, model: ToyModel, draw: Batcher, imp_KF: torch.Tensor, tc: TrainConfig):
         self.model, self.draw, self.imp_KF, self.batch = model, draw, imp_KF, tc.batch_size
-        self.opt = _adamw(model, tc)
+        self.opt, self.wd = _adamw(model, tc), tc.weight_decay
+
+    def batch_loss(self) -> torch.Tensor:
+        x, n_zero = self.draw()
+        return batch_loss(self.model, x, n_zero, self.imp_KF, self.batch)
 
     def __call__(self, lr: float, loss_out_K: torch.Tensor) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr
-        x, n_zero = self.draw()
-        loss_K = batch_loss(self.model, x, n_zero, self.imp_KF, self.batch)
+        loss_K = self.batch_loss()
         self.opt.zero_grad(set_to_none=True)
         loss_K.sum().backward()
+        if self.wd < 0:  # torch.optim.AdamW refuses negative decay: apply AdamW's decoupled p ← p(1 − lr·wd) here
+            with torch.no_grad():
+                torch._foreach_mul_(list(self.model.parameters()), 1 - lr * self.wd)
         self.opt.step()
         loss_out_K.copy_(loss_K.detach())
+
+
+class _DatasetStep(_AutogradStep):
+    """Full-batch steps on a fixed dataset per instance.
+
+    Instances are grouped into chunks whose sizes T lie within a factor 4 of each other; each chunk is one
+    tensor [C, T_max, F], padded with zero rows of weight 0 (a sample's weight is 1/T of its instance).
+    """
+
+    def __init__(self, cfg: ToyConfig, model: ToyModel, p_IF: torch.Tensor, imp_KF: torch.Tensor,
+                 sizes: list[int], R: int, tc: TrainConfig, gen: torch.Generator):
+        super().__init__(model, None, imp_KF, tc)
+        x_ITF = sample_dense(cfg, p_IF, max(sizes), gen)  # every instance draws max(T); keeps its first T
+        x_ITF = unit_norm(x_ITF) if cfg.normalize else x_ITF
+        self.dataset = [x_ITF[i, :T].clone() for i, T in enumerate(sizes)]  # [I] × [T_i, F]
+        groups: list[list[int]] = []
+        for i in sorted(range(len(sizes)), key=lambda i: sizes[i]):
+            if groups and sizes[i] <= 4 * sizes[groups[-1][0]]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        self.chunks = []  # (K indices, x_CTF, w_CT): each instance's rows repeated per restart
+        for grp in groups:
+            grp.sort()  # instance order within a chunk (one chunk holding everything is the model's own order)
+            T = max(sizes[i] for i in grp)
+            idx_I = torch.tensor(grp)
+            w_IT = (torch.arange(T) < torch.tensor([sizes[i] for i in grp])[:, None]).float()
+            w_IT /= w_IT.sum(1, keepdim=True)
+            idx_K = (idx_I[:, None] * R + torch.arange(R)).reshape(-1)
+            x = (x_ITF[idx_I, :T] * (w_IT > 0)[..., None]).repeat_interleave(R, 0)
+            self.chunks.append((idx_K, x, w_IT.repeat_interleave(R, 0)))
+
+    def batch_loss(self) -> torch.Tensor:
+        """[K] mean loss of every instance × restart on its own training set."""
+        params = dict(self.model.named_parameters())
+        loss_K = torch.zeros(self.imp_KF.shape[0])
+        for idx_K, x_CTF, w_CT in self.chunks:
+            whole = len(self.chunks) == 1
+            out = self.model(x_CTF) if whole else torch.func.functional_call(
+                self.model, {k: p[idx_K] for k, p in params.items()}, (x_CTF,))
+            err_CTF = (out - self.model.target(x_CTF)).square()
+            loss_C = torch.einsum("ctf,ct,cf->c", err_CTF, w_CT, self.imp_KF[idx_K]) / x_CTF.shape[2]
+            loss_K = loss_C if whole else loss_K.index_put((idx_K,), loss_C)
+        return loss_K
+
+    @torch.no_grad()
+    def loss(self) -> torch.Tensor:
+        """[K] training-set loss of the current weights."""
+        return self.batch_loss()
 
 
 class _FastStep:
@@ -265,11 +355,36 @@ class _FastStep:
             self.opt.step()
 
 
+class _FastDatasetStep(_FastStep):
+    """Fixed-dataset steps on the fast path: each instance's restarts (a contiguous slice of K) take their own
+    T samples, batch-last, through `TiedGrad` (importance scaled by 1/T so each instance's loss is its mean)."""
+
+    def __init__(self, fixed: _DatasetStep, cfg, model: TiedModel, p_KF, imp_KF, tc: TrainConfig, gen):
+        super().__init__(cfg, model, p_KF, imp_KF, False, tc, gen)
+        R = len(imp_KF) // len(fixed.dataset)
+        T_K = torch.tensor([len(x) for x in fixed.dataset]).repeat_interleave(R)
+        self.grad = TiedGrad(model, imp_KF / T_K[:, None], 1)
+        self.dataset = fixed.dataset
+        chunks = [(slice(i * R, (i + 1) * R), x_TF.T.neg().contiguous().expand(R, -1, -1).contiguous(), 0)
+                  for i, x_TF in enumerate(fixed.dataset)]
+        self.draw = lambda: chunks
+
+    @torch.no_grad()
+    def loss(self) -> torch.Tensor:
+        """[K] training-set loss of the current weights."""
+        out_K = torch.zeros(len(self.grad.imp_c_KF))
+        self.grad.begin()
+        for sl, xn, n_zero in self.draw():
+            self.grad(xn, n_zero, out_K, sl)
+        return out_K
+
+
 def _adamw(model: ToyModel, tc: TrainConfig) -> torch.optim.Optimizer:
+    wd = max(tc.weight_decay, 0.0)  # negative decay is applied by the caller
     try:
-        return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+        return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=wd, fused=True)
     except (RuntimeError, TypeError):  # fused CPU AdamW needs torch ≥ 2.4
-        return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=wd)
 
 
 def _on_divergence(new_bad: torch.Tensor, step: int, R: int, tc: TrainConfig) -> None:

@@ -37,6 +37,10 @@ FIGURES = [
     "phase_2to1",
     "phase_3to2",
     "sae_recovery",
+    "double_descent",
+    "capacity",
+    "engineered_mono",
+    "scaling",
 ]
 
 SECTIONS = {"paper": "The 2022 paper", "followups": "The follow-ups", "sae": "SAEs on ground truth"}
