@@ -131,6 +131,9 @@ class TrainConfig:
     """Linear warm-up steps (≥ 0, < steps)."""
     min_lr_frac: float = 0.0
     """Cosine schedule: final lr as a fraction of lr, in [0, 1]."""
+    init_scale: float = 1.0
+    """Multiplies the Xavier-normal weight init (> 0); a small init (e.g. 0.03) makes learning go from saddle to
+    saddle, with features jumping between discrete dimensionalities (the learning-dynamics figure)."""
     restarts: int = 1
     """Best-of-N: train N copies of every instance from different inits and keep the lowest-loss one (≥ 1)."""
     seed: int = 0
@@ -159,6 +162,7 @@ class TrainConfig:
             check(_is_int(value) and value >= lo, name, f"an integer ≥ {lo}", value)
         check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
+        check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", "a number > 0", self.init_scale)
         check(_is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number ≥ 0",
               self.weight_decay)
         check(_is_num(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac", "in [0, 1]",

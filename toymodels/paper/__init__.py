@@ -23,6 +23,7 @@ FIGURES = [
     "basic",
     "sparsity",
     "dimensionality",
+    "adversarial",
     "nonuniform",
     "correlated",
     "privileged",

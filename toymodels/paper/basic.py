@@ -9,6 +9,9 @@ import pandas as pd
 from toymodels.config import ToyConfig
 from toymodels.paper.common import W_of, fit, style, weights_table
 
+SECTION = "paper"
+SOURCE = "Elhage et al. 2022, Demonstrating Superposition (Basic Results)"
+
 DENSITIES = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001]
 STEPS, RESTARTS = (5_000, 2_000), (3, 2)
 
