@@ -80,7 +80,7 @@ def test_geometry_labels_planted_polytopes():
 def test_dimensionality_plateaus_and_geometries(tables):
     df = tables("dimensionality")
     dpf = df.groupby("inv_density")["dims_per_feature"].first()
-    assert ((dpf - 0.5).abs() < 0.03).sum() >= 2, dpf  # the 1/2 plateau spans several densities
+    assert ((dpf - 0.5).abs() < 0.04).sum() >= 3, dpf  # the 1/2 plateau spans several densities
     rep = df[df["norm"] >= 0.5]
     counts = rep["geometry"].value_counts()
     assert counts.get("digon", 0) >= 60, counts
