@@ -161,6 +161,9 @@ class TrainConfig:
     """Linear warm-up steps (≥ 0, < steps)."""
     min_lr_frac: float = 0.0
     """Cosine schedule: final lr as a fraction of lr, in [0, 1]."""
+    init_scale: float = 1.0
+    """Multiplies the Xavier-normal weight init (> 0); a small init (e.g. 0.03) makes learning go from saddle to
+    saddle, with features jumping between discrete dimensionalities (the learning-dynamics figure)."""
     restarts: int = 1
     """Best-of-N: train N copies of every instance from different inits and keep the lowest-loss one (≥ 1)."""
     seed: int = 0
@@ -204,6 +207,7 @@ class TrainConfig:
         sizes = np.asarray(_plain(self.dataset_size) if self.dataset_size is not None else 1)
         ok = sizes.ndim <= 1 and sizes.size >= 1 and all(_is_int(v) and v >= 1 for v in sizes.reshape(-1).tolist())
         check(ok, "dataset_size", "null, an integer ≥ 1 or a list of them (one per instance)", self.dataset_size)
+        check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", "a number > 0", self.init_scale)
         check(_is_num(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac", "in [0, 1]",
               self.min_lr_frac)
         check(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)

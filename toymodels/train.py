@@ -149,6 +149,11 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     p_KF, imp_KF = p_IF.repeat_interleave(R, 0), imp_IF.repeat_interleave(R, 0)  # K = I·R, k = i·R + r
     gen = torch.Generator().manual_seed(tc.seed)
     model = build_model(cfg, I * R, gen)
+    if tc.init_scale != 1.0:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name != "b":
+                    p.mul_(tc.init_scale)
     sparse = use_sparse(cfg, p_KF, tc.batch_size, tc.sparse_sampling)
     sizes = dataset_sizes(tc, I)
     fast = (tc.backward == "auto" and isinstance(model, TiedModel) and sizes is None and not cfg.normalize

@@ -29,6 +29,7 @@ FIGURES = [
     "basic",
     "sparsity",
     "dimensionality",
+    "adversarial",
     "nonuniform",
     "correlated",
     "privileged",
