@@ -10,7 +10,6 @@ MCC, F1, explained variance).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toymodels.config import _is_int
+from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
 from toymodels.groundtruth.synthetic import SyntheticConfig
 from toymodels.io import check_out_path
 
-SPARSITY_FIELD = {"relu": "l1_coeff", "relu_april": "l1_coeff", "gated": "l1_coeff", "jumprelu": "l0_coeff",
-                  "topk": "k", "batchtopk": "k", "matryoshka": "k"}
-"""The SAEConfig field each variant's sparsity settings set."""
+GRID_FIELDS = ("k", "l1_coeff", "l0_coeff")
+"""Sparsity fields with a top-level list in BenchmarkConfig; other variants' values go in `sparsity`."""
 PARETO = (("mcc", "MCC (Hungarian, decoder |cos|)"), ("f1", "mean latent F1"),
           ("explained_variance", "explained variance"))
 
@@ -48,8 +46,11 @@ class BenchmarkConfig:
     """Training samples drawn from the dictionary (≥ 1)."""
     n_eval: int = 20_000
     """Held-out samples the SAEs are scored on (≥ 1)."""
+    plugins: list = field(default_factory=list)
+    """Python files or modules that register extra SAE variants (toymodels.sae.register_variant), imported
+    before `variants` is checked."""
     variants: list = field(default_factory=lambda: ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"])
-    """SAE variants (toymodels.sae.VARIANTS)."""
+    """SAE variants (toymodels.sae.variant_names(), built-in or from `plugins`)."""
     widths: list = field(default_factory=lambda: [1024])
     """Latents per SAE (d_sae), each ≥ 1."""
     k: list = field(default_factory=lambda: [6, 10, 16])
@@ -58,10 +59,13 @@ class BenchmarkConfig:
     """Sparsity settings of relu / relu_april / gated: L1 coefficients."""
     l0_coeff: list = field(default_factory=lambda: [0.3, 1.0, 3.0])
     """Sparsity settings of jumprelu: L0 coefficients."""
+    sparsity: dict = field(default_factory=dict)
+    """Sparsity settings per variant, {variant: [values of its config's sparsity_field]}; overrides the lists
+    above, and is required for a variant whose sparsity field has no list above."""
     seeds: list = field(default_factory=lambda: [0])
     """SAE init seeds."""
     sae_options: dict = field(default_factory=dict)
-    """Extra SAEConfig fields per variant, e.g. {jumprelu: {threshold_init: 1.0}} (not the sparsity field)."""
+    """Extra config fields per variant, e.g. {jumprelu: {threshold_init: 1.0}} (not the sparsity field)."""
     steps: int = 3000
     """SAE optimiser steps (≥ 1)."""
     batch_size: int = 1024
@@ -86,10 +90,13 @@ class BenchmarkConfig:
     """Progress bar while training."""
 
     def __post_init__(self):
-        from toymodels.sae import VARIANTS
+        from toymodels.sae import get_variant, load_plugin, variant_names
+        from toymodels.sae.registry import config_fields
 
         check(self.kind == "benchmark", "kind", "benchmark for a BenchmarkConfig", self.kind)
         check_out_path(self.out)
+        for spec in self.plugins:
+            load_plugin(str(spec))
         for name in ("n_train", "n_eval", "steps", "batch_size"):
             v = getattr(self, name)
             check(_is_int(v) and v >= 1, name, "an integer ≥ 1", v)
@@ -97,43 +104,61 @@ class BenchmarkConfig:
             check(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer ≥ 0",
                   getattr(self, name))
         check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
-        check(len(self.variants) >= 1 and all(v in VARIANTS for v in self.variants), "variants",
-              f"a non-empty list from {', '.join(VARIANTS)}", list(self.variants))
+        known = variant_names()
+        check(len(self.variants) >= 1 and all(v in known for v in self.variants), "variants",
+              f"a non-empty list from {', '.join(known)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
               "a non-empty list of integers ≥ 1", list(self.widths))
         check(len(self.seeds) >= 1 and all(_is_int(s) and s >= 0 for s in self.seeds), "seeds",
               "a non-empty list of integers ≥ 0", list(self.seeds))
-        from toymodels.sae import SAEConfig
-
-        fixed = {"variant", "d_in", "d_sae", "seed", "name"}
-        sae_fields = {f.name for f in dataclasses.fields(SAEConfig)} - fixed
+        fixed = {"d_in", "d_sae", "seed", "name"}
         for v, opts in self.sae_options.items():
-            check(v in VARIANTS, "sae_options", f"keyed by variants from {', '.join(VARIANTS)}", v)
-            check(hasattr(opts, "keys") and set(opts) <= sae_fields - {SPARSITY_FIELD[v]}, f"sae_options.{v}",
-                  f"a mapping of SAEConfig fields other than {SPARSITY_FIELD[v]}", dict(opts))
-        for name in ("k", "l1_coeff", "l0_coeff"):
-            if any(SPARSITY_FIELD[v] == name for v in self.variants):
-                vals = list(getattr(self, name))
-                ok = len(vals) >= 1 and all(v > 0 for v in vals)
-                if name == "k":
-                    ok = ok and all(_is_int(v) and v <= min(self.widths) for v in vals)
-                check(ok, name, "a non-empty list of values > 0" + (" (integers ≤ the smallest width)"
-                                                                    if name == "k" else ""), vals)
+            check(v in known, "sae_options", f"keyed by variants from {', '.join(known)}", v)
+            allowed = config_fields(v) - fixed - {get_variant(v).config.sparsity_field}
+            check(hasattr(opts, "keys") and set(opts) <= allowed, f"sae_options.{v}",
+                  f"a mapping of {v} config fields from {', '.join(sorted(allowed))}", dict(opts))
+        for v, vals in self.sparsity.items():
+            check(v in known, "sparsity", f"keyed by variants from {', '.join(known)}", v)
+            check(isinstance(vals, (list, tuple)) or type(vals).__name__ == "ListConfig", f"sparsity.{v}",
+                  "a list of values", vals)
+        for v in self.variants:
+            key = get_variant(v).config.sparsity_field
+            if key is None:
+                continue
+            vals = list(self.sparsity_values(v))
+            where = f"sparsity.{v}" if v in self.sparsity or key not in GRID_FIELDS else key
+            ok = len(vals) >= 1 and all(_is_num(x) and x > 0 for x in vals)
+            if key == "k":
+                ok = ok and all(_is_int(x) and x <= min(self.widths) for x in vals)
+            check(ok, where, f"a non-empty list of {v}'s {key} values > 0" + (" (integers ≤ the smallest width)"
+                                                                           if key == "k" else ""), vals)
+
+    def sparsity_values(self, variant: str) -> list:
+        """The sparsity settings variant `variant` is trained at ([None] if its config has no sparsity field)."""
+        from toymodels.sae import get_variant
+
+        key = get_variant(variant).config.sparsity_field
+        if key is None:
+            return [None]
+        if variant in self.sparsity:
+            return list(self.sparsity[variant])
+        return list(getattr(self, key)) if key in GRID_FIELDS else []
 
 
 def sae_grid(cfg: BenchmarkConfig, d_in: int) -> list:
     """Every SAEConfig of the run: variants × widths × sparsity settings × seeds."""
-    from toymodels.sae import SAEConfig
+    from toymodels.sae import SAEConfig, get_variant
 
     out = []
     for v in cfg.variants:
-        key = SPARSITY_FIELD[v]
+        key = get_variant(v).config.sparsity_field
         for w in cfg.widths:
-            for s in getattr(cfg, key):
+            for s in cfg.sparsity_values(v):
                 for seed in cfg.seeds:
-                    value = int(s) if key == "k" else float(s)
-                    out.append(SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **{key: value},
-                                         **cfg.sae_options.get(v, {}), name=f"{v}-{w}-{key}{s:g}-s{seed}"))
+                    kw = {} if key is None else {key: int(s) if _is_int(s) else float(s)}
+                    tag = "" if key is None else f"-{key}{s:g}"
+                    out.append(SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **kw,
+                                         **cfg.sae_options.get(v, {}), name=f"{v}-{w}{tag}-s{seed}"))
     return out
 
 
@@ -178,11 +203,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
     t2 = time.perf_counter()
     rows = []
     for c, sae in zip(configs, saes, strict=True):
-        key = SPARSITY_FIELD[c.variant]
+        key = c.sparsity_field
         with torch.no_grad():
             scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval)
         rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": key,
-                     "sparsity_value": getattr(c, key), "seed": c.seed, **scores})
+                     "sparsity_value": getattr(c, key) if key else 0.0, "seed": c.seed, **scores})
     df = pd.DataFrame(rows)
     df["true_l0"] = eval_ds.mean_l0()
     rates_F = firing_rates(eval_ds, cfg.n_eval)

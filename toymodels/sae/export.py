@@ -14,6 +14,7 @@ from toymodels.config import from_dict, to_dict
 from toymodels.errors import ConfigError, DataFileError
 from toymodels.io import environment, load_tensors, read_json, save_tensors, write_json
 from toymodels.sae.base import SAEConfig, TrainedSAE
+from toymodels.sae.registry import get_variant, variant_names
 
 SAELENS_VERSION = "6.0.0"
 """Layout version we write (SAELens ≥ 6 reads it without its pre-6 conversions)."""
@@ -90,9 +91,12 @@ def load_saelens(path) -> TrainedSAE:
         n_L = t["W_dec"].norm(dim=-1)  # fold: same function with unit-norm decoder rows
         t["W_dec"], t["W_enc"], t["b_enc"] = t["W_dec"] / n_L[:, None], t["W_enc"] * n_L, t["b_enc"] * n_L
     meta = cfg.get("metadata") or {}
-    try:
-        sae_cfg = from_dict(SAEConfig, meta["toymodels_config"]) if "toymodels_config" in meta else \
-            SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, k=k or 1)
+    variant = meta.get("toymodels_variant")
+    try:  # a variant not registered in this process (a plugin not loaded) reads as its architecture's default
+        if "toymodels_config" in meta and variant in variant_names():
+            sae_cfg = from_dict(get_variant(variant).config, meta["toymodels_config"])
+        else:
+            sae_cfg = SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, **({"k": k} if k else {}))
     except ConfigError as e:
         raise DataFileError(f"{cfg_path}: metadata.toymodels_config is invalid ({e})") from None
     history = read_json(path / "history.json") if (path / "history.json").is_file() else {}

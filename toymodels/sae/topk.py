@@ -4,9 +4,17 @@ The decoder uses only the k active rows (`sparse_decode`: a gather + sum, whose 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from toymodels.sae.base import PackedSAE, mse_K
+from toymodels.config import _is_int, _is_num
+from toymodels.errors import check
+from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
+from toymodels.sae.registry import register_variant
+
+K_ANNEAL_FRAC = 0.5
+"""Fraction of training over which k falls from `k_start` to `k`."""
 
 SPARSE_MAX_DENSITY = 0.02
 """Decode through only the active rows when at most this fraction of the latents is active per sample; above it
@@ -69,10 +77,72 @@ def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int):
     return torch.where(dead_KL.any(-1), err / base, torch.zeros_like(err))
 
 
-class TopKSAE(PackedSAE):
+@dataclass
+class TopKFamilyConfig(SAEConfig):
+    """Shared fields of the TopK family (TopK, BatchTopK, Matryoshka): a k budget, optional k annealing and the
+    aux-k dead-latent loss."""
+
+    sparsity_field = "k"
+    pack_fields = ("k_aux",)
+    k: int = 4
+    """Active latents per sample (1 ≤ k ≤ d_sae); BatchTopK keeps k·batch per batch."""
+    k_start: int | None = None
+    """If set (k ≤ k_start ≤ d_sae), training starts at this k and lowers it linearly to k over the first
+    `K_ANNEAL_FRAC` of training: the slack early lets latents find their features, the exact budget late keeps
+    decoder rows from absorbing interference."""
+    aux_k: int | None = None
+    """Latents in the dead-latent aux loss; None → d_in // 2 (in [1, d_sae] if given)."""
+    aux_coeff: float = 1 / 32
+    """Weight (≥ 0) of the aux-k loss (Gao et al. use 1/32)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(_is_int(self.k) and 1 <= self.k <= self.d_sae, "k", f"an integer in [1, d_sae={self.d_sae}]",
+              self.k)
+        check(self.k_start is None or (_is_int(self.k_start) and self.k <= self.k_start <= self.d_sae), "k_start",
+              f"null or an integer in [k={self.k}, d_sae={self.d_sae}]", self.k_start)
+        check(self.aux_k is None or (_is_int(self.aux_k) and 1 <= self.aux_k <= self.d_sae), "aux_k",
+              f"null or an integer in [1, d_sae={self.d_sae}]", self.aux_k)
+        check(_is_num(self.aux_coeff) and self.aux_coeff >= 0, "aux_coeff", "a number ≥ 0", self.aux_coeff)
+
+    @property
+    def k_aux(self) -> int:
+        return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae, self.d_in // 2))
+
+
+class TopKFamily(PackedSAE):
+    """Mixin of the TopK family: the per-SAE k buffer `k_K` with its annealing, and the aux-k loss."""
+
+    dead_KL: torch.Tensor | None = None  # [K, L], set by the training loop each step
+
+    def __init__(self, cfgs):
+        super().__init__(cfgs)
+        self.register_buffer("k_K", torch.tensor([c.k for c in cfgs]))
+
+    @torch.no_grad()
+    def schedule(self, frac):
+        """k annealing (`k_start` → k over the first K_ANNEAL_FRAC of training)."""
+        if any(c.k_start is not None for c in self.cfgs):
+            left = max(0.0, 1.0 - frac / K_ANNEAL_FRAC)
+            self.k_K.copy_(torch.tensor([round(c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]))
+
+    def _aux(self, x_BD, recon_KBD, pre_KBL) -> dict:
+        """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""
+        if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
+            aux = aux_k_loss(x_BD, recon_KBD, pre_KBL, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux)
+            return {"aux": self.per_sae("aux_coeff") * aux}
+        return {}
+
+
+@dataclass
+class TopKConfig(TopKFamilyConfig):
+    """TopK SAE (no fields beyond `TopKFamilyConfig`)."""
+
+
+@register_variant("topk", TopKConfig)
+class TopKSAE(TopKFamily):
     """f = TopK_k(ReLU((x − b_dec) W_enc + b_enc)); loss = ‖x − x̂‖² + α · aux-k."""
 
-    dead_KL: torch.Tensor | None = None  # set by the training loop each step
     sparse_max_density = SPARSE_MAX_DENSITY
     """Decode through only the k active rows when k/L is at most this; else scatter and a dense bmm."""
 
@@ -97,10 +167,7 @@ class TopKSAE(PackedSAE):
             recon = sparse_decode(vals, idx, self.W_dec_KLD, self.b_dec_KD)
         else:  # dense product is faster on CPU above a few percent active
             recon = self.decode(torch.zeros_like(pre).scatter(-1, idx, vals))
-        losses = {"mse": mse_K(x_BD, recon)}
-        if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
-            aux = aux_k_loss(x_BD, recon, pre, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux)
-            losses["aux"] = self.per_sae("aux_coeff") * aux
+        losses = {"mse": mse_K(x_BD, recon), **self._aux(x_BD, recon, pre)}
         fired = torch.zeros_like(pre[:, 0, :]).scatter_add_(-1, idx.flatten(1), (vals > 0).flatten(1).float())
         return losses, fired
 

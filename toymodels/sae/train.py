@@ -17,17 +17,8 @@ from toymodels.config import _is_int, _is_num
 from toymodels.errors import ConfigError, DivergenceError, check
 from toymodels.progress import progress
 from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
-from toymodels.sae.batchtopk import BatchTopKSAE
-from toymodels.sae.gated import GatedSAE
-from toymodels.sae.jumprelu import JumpReLUSAE
-from toymodels.sae.matryoshka import MatryoshkaSAE
-from toymodels.sae.relu import ReluAprilSAE, ReluSAE
+from toymodels.sae.registry import get_variant
 from toymodels.sae.resample import resample_dead
-from toymodels.sae.topk import TopKSAE
-
-CLASSES: dict[str, type[PackedSAE]] = {
-    "relu": ReluSAE, "relu_april": ReluAprilSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE,
-    "jumprelu": JumpReLUSAE, "gated": GatedSAE, "matryoshka": MatryoshkaSAE}
 
 
 @dataclass
@@ -127,6 +118,11 @@ def _check_data(data, cfgs: list[SAEConfig]) -> None:
                           f"{type(data).__name__}")
 
 
+def pack(cfgs: list[SAEConfig]) -> PackedSAE:
+    """One packed module holding `cfgs` (one variant and pack key)."""
+    return get_variant(cfgs[0].variant).module(cfgs)
+
+
 def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None) -> list[TrainedSAE]:
     """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form."""
     tc = tc or SAETrainConfig()
@@ -147,8 +143,9 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
 
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
-        groups.setdefault(c.group_key + (c.k_aux,), []).append(i)
-    mods = {key: CLASSES[configs[idx[0]].variant]([configs[i] for i in idx]) for key, idx in groups.items()}
+        check(isinstance(c, SAEConfig) and c.variant, f"configs[{i}]", "a registered variant's SAEConfig", c)
+        groups.setdefault(c.group_key, []).append(i)
+    mods: dict[tuple, PackedSAE] = {key: pack([configs[i] for i in idx]) for key, idx in groups.items()}
     for m in mods.values():
         m.init_from_data(first * scale)
         m.post_step()
