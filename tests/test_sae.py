@@ -37,9 +37,10 @@ TC = SAETrainConfig(steps=30, batch_size=128, lr=3e-3, dead_after=256, log_every
 
 @pytest.mark.parametrize("schedules", [False, True])
 def test_packed_equals_one_by_one(schedules):
-    """Also with the schedules on: k annealing (k_start), dead-latent resampling, per-SAE prefix weights."""
+    """Also with the schedules on: k annealing (k_start), dead-latent resampling, per-SAE prefix weights, and the
+    L0 controller (target_l0) on one SAE of each penalty-based pack."""
     X = _data()
-    extra = dict(k_start=8, prefix_weights=[0.1, 0.2, 0.5, 1.0]) if schedules else {}
+    extra = dict(k_start=8, prefix_weights=[0.1, 0.2, 0.5, 1.0], target_l0=4) if schedules else {}
     tc = dataclasses.replace(TC, resample_every=5, resample_until=1.0) if schedules else TC
     cfgs = [_cfg(v, k=k, seed=s, **{**extra, "prefix_weights": None} if (k, s) == (3, 1) else extra)
             for v in builtin_variants() for k, s in ((3, 1), (5, 2))]

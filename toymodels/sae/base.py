@@ -66,6 +66,13 @@ class SAEConfig(metaclass=_ConfigFactory):
         check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
         check(self.name is None or isinstance(self.name, str), "name", "null or a string", self.name)
 
+    @classmethod
+    def l0_settings(cls, target: float) -> list[dict] | None:
+        """Config fields that train this variant at L0 = `target`: one dict if that run lands on the target
+        (a controller, or k = target), several to interpolate between, None if the variant cannot be steered
+        (a benchmark then sweeps `sparsity_field` and interpolates)."""
+        return None
+
     @property
     def group_key(self) -> tuple:
         """SAEs with equal keys are packed into one tensor program."""
@@ -111,6 +118,15 @@ class PackedSAE(nn.Module):
     @torch.no_grad()
     def schedule(self, frac: float) -> None:
         """Per-step schedules at training fraction `frac` ∈ [0, 1] (e.g. TopK's k annealing); none here."""
+
+    @torch.no_grad()
+    def after_step(self, l0_K: torch.Tensor, frac: float, lr_factor: float = 1.0) -> None:
+        """After each optimiser step, with the batch's [K] mean active latents per sample and the step's
+        lr / peak lr (L0 controllers)."""
+
+    def summary(self, i: int) -> dict:
+        """Extra end-of-training values of SAE i for its history (e.g. a controlled coefficient)."""
+        return {}
 
     def per_sae(self, attr: str) -> torch.Tensor:
         """A [K] float tensor of config field `attr`."""

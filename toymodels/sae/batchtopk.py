@@ -38,7 +38,7 @@ def select_entries(pre_KBL: torch.Tensor, k_K: torch.Tensor, ref_K: torch.Tensor
     pre = pre_KBL.detach().cpu().numpy()
     idx, vals, t_K = [], [], torch.zeros(K, dtype=pre_KBL.dtype)
     for i, (k, ref) in enumerate(zip(k_K.tolist(), ref_K.tolist(), strict=True)):
-        a, n = pre[i].reshape(-1), k * B
+        a, n = pre[i].reshape(-1), int(round(k * B))
         for lo in [(1 - m) * ref for m in PREFILTER_MARGINS if ref > 0] + [0.0]:
             cand = np.flatnonzero(a > lo)
             if cand.size >= n:
@@ -134,6 +134,8 @@ class _BatchTopKStep(torch.autograd.Function):
 @dataclass
 class BatchTopKConfig(TopKFamilyConfig):
     """BatchTopK SAE: the TopK family's fields and the inference threshold's EMA momentum."""
+
+    fractional_k = True
 
     threshold_momentum: float = 0.99
     """EMA momentum (in [0, 1)) of the inference threshold (min kept activation)."""

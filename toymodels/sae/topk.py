@@ -4,7 +4,9 @@ The decoder uses only the k active rows (`sparse_decode`: a gather + sum, whose 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -84,8 +86,13 @@ class TopKFamilyConfig(SAEConfig):
 
     sparsity_field = "k"
     pack_fields = ("k_aux",)
-    k: int = 4
-    """Active latents per sample (1 ≤ k ≤ d_sae); BatchTopK keeps k·batch per batch."""
+    fractional_k: ClassVar[bool] = False
+    """Whether k may be fractional (a batch-level budget: BatchTopK keeps round(k·batch) entries)."""
+    k: float = 4
+    """Active latents per sample, in [1, d_sae]: an integer for TopK; BatchTopK/Matryoshka keep round(k·batch)
+    per batch, so any number works there."""
+    target_l0: float | None = None
+    """If set (in (0, d_sae]), the L0 to train at: sets k = target_l0 (TopK: must be an integer)."""
     k_start: int | None = None
     """If set (k ≤ k_start ≤ d_sae), training starts at this k and lowers it linearly to k over the first
     `K_ANNEAL_FRAC` of training: the slack early lets latents find their features, the exact budget late keeps
@@ -97,13 +104,27 @@ class TopKFamilyConfig(SAEConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check(_is_int(self.k) and 1 <= self.k <= self.d_sae, "k", f"an integer in [1, d_sae={self.d_sae}]",
-              self.k)
+        kind = "a number" if self.fractional_k else "an integer"
+        if self.target_l0 is not None:
+            check(_is_num(self.target_l0) and 0 < self.target_l0 <= self.d_sae, "target_l0",
+                  f"null or a number in (0, d_sae={self.d_sae}]", self.target_l0)
+            check(self.fractional_k or float(self.target_l0).is_integer(), "target_l0",
+                  f"an integer for {self.variant} (k = target_l0 latents per sample)", self.target_l0)
+            self.k = int(self.target_l0) if float(self.target_l0).is_integer() else float(self.target_l0)
+        check((_is_num(self.k) if self.fractional_k else _is_int(self.k)) and 1 <= self.k <= self.d_sae, "k",
+              f"{kind} in [1, d_sae={self.d_sae}]", self.k)
         check(self.k_start is None or (_is_int(self.k_start) and self.k <= self.k_start <= self.d_sae), "k_start",
               f"null or an integer in [k={self.k}, d_sae={self.d_sae}]", self.k_start)
         check(self.aux_k is None or (_is_int(self.aux_k) and 1 <= self.aux_k <= self.d_sae), "aux_k",
               f"null or an integer in [1, d_sae={self.d_sae}]", self.aux_k)
         check(_is_num(self.aux_coeff) and self.aux_coeff >= 0, "aux_coeff", "a number ≥ 0", self.aux_coeff)
+
+    @classmethod
+    def l0_settings(cls, target: float) -> list[dict]:
+        """k = target; a TopK target between integers is bracketed by its two neighbours (to interpolate)."""
+        if cls.fractional_k or float(target).is_integer():
+            return [{"target_l0": target}]
+        return [{"k": max(1, math.floor(target))}, {"k": math.ceil(target)}]
 
     @property
     def k_aux(self) -> int:
@@ -117,14 +138,15 @@ class TopKFamily(PackedSAE):
 
     def __init__(self, cfgs):
         super().__init__(cfgs)
-        self.register_buffer("k_K", torch.tensor([c.k for c in cfgs]))
+        self.register_buffer("k_K", torch.tensor([float(c.k) for c in cfgs], dtype=torch.float64))
 
     @torch.no_grad()
     def schedule(self, frac):
         """k annealing (`k_start` → k over the first K_ANNEAL_FRAC of training)."""
         if any(c.k_start is not None for c in self.cfgs):
             left = max(0.0, 1.0 - frac / K_ANNEAL_FRAC)
-            self.k_K.copy_(torch.tensor([round(c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]))
+            k = [(c, c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]
+            self.k_K.copy_(torch.tensor([float(round(v)) if _is_int(c.k) else v for c, v in k]))
 
     def _aux(self, x_BD, recon_KBD, pre_KBL) -> dict:
         """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""

@@ -179,6 +179,7 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
             opts[key].step()
             m.post_step()
             with torch.no_grad():
+                m.after_step(fired_KL.sum(-1) / x.shape[0], frac, lr_factor(step, tc))
                 since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[0])
                 if tc.resample_min_rate:
                     fires[key] += fired_KL
@@ -211,7 +212,7 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
         m.eval()
         for j, i in enumerate(groups[key]):
             arch, t, extra = m.inference(j)
-            hist[i].update(steps_done=step, seconds=seconds, scale=scale)
+            hist[i].update(steps_done=step, seconds=seconds, scale=scale, **m.summary(j))
             out[i] = fold_scale(configs[i], arch, t, extra, scale, m.apply_b_dec_to_input, hist[i])
     return out
 
