@@ -34,12 +34,13 @@ def test_packed_targets_end_within_two_percent():
             for v, kw in PENALTY.items() for i, t in enumerate((3, 6, 12))]
     saes = train_saes(cfgs, X[:50_000], SAETrainConfig(steps=1000, lr=3e-3, progress=False))
     errs = {s.cfg.label + f"@{s.cfg.target_l0}": held_out_l0(s, X[50_000:]) / s.cfg.target_l0 - 1 for s in saes}
+    print("held-out L0 error:", {k: f"{e:+.2%}" for k, e in errs.items()})  # visible with pytest -s
     assert all(abs(e) <= 0.02 for e in errs.values()), errs
 
 
 def test_controller_steps_each_sae_towards_its_own_target():
     """The PI update on log λ, per SAE: only controlled SAEs move, only after the warm-up, by
-    lr_factor · gain · (e + P_OVER_I · Δe) with e the clipped relative L0 error."""
+    lr_factor · gain · (e + P_OVER_I · Δe) with e the clipped relative L0 error (Δe = 0 on the first one)."""
     from toymodels.sae.penalty import P_OVER_I
     from toymodels.sae.train import pack
 
@@ -50,7 +51,7 @@ def test_controller_steps_each_sae_towards_its_own_target():
     torch.testing.assert_close(m.log_coeff_K, start)
     m.after_step(torch.tensor([6.0, 4.0, 1.0]), frac=0.5, lr_factor=0.5)
     e = torch.tensor([0.5, -0.5])
-    want = start[:2] + 0.5 * torch.tensor([0.05, 0.1]) * e * (1 + P_OVER_I)
+    want = start[:2] + 0.5 * torch.tensor([0.05, 0.1]) * e
     torch.testing.assert_close(m.log_coeff_K[:2], want)
     assert m.log_coeff_K[2] == start[2]  # no target: the fixed l1_coeff
     m.after_step(torch.tensor([100.0, 4.0, 1.0]), frac=0.5)  # error clipped at +1, Δe = 0.5 and 0
@@ -85,3 +86,31 @@ def test_topk_target_must_be_an_integer_and_penalty_start_positive():
         SAEConfig(variant="topk", d_sae=24, target_l0=2.5)
     with pytest.raises(ConfigError, match=r"^l1_coeff: must be > 0 with target_l0"):
         SAEConfig(variant="relu", d_sae=24, target_l0=3, l1_coeff=0)
+
+
+def test_benchmark_reports_rows_at_exact_l0(tmp_path):
+    """benchmark run with a list of targets: penalty variants and BatchTopK are trained at each (one setting,
+    method exact), TopK between two integers is bracketed by k = 3 and 4 and interpolated, and exact_l0 off
+    sweeps and interpolates everything as before."""
+    import pandas as pd
+
+    from toymodels.experiments import compose, to_object
+    from toymodels.groundtruth.benchmark import run_benchmark
+
+    base = [f"out={tmp_path}", "n_train=2000", "steps=20", "target_l0=[2,3.5]"]
+    run_benchmark(to_object(compose("benchmark_tiny", base + ["variants=[relu,topk,batchtopk]"], kind="benchmark")))
+    table, board = pd.read_csv(tmp_path / "results.csv"), pd.read_csv(tmp_path / "leaderboard.csv")
+    assert sorted(table.loc[table["variant"] == "relu", "trained_at"]) == [2.0, 3.5]
+    topk = table[table["variant"] == "topk"]
+    assert sorted(topk["setting"]) == ["k3", "k4", "l02"]
+    method = {(r.variant, r.target_l0): r.method for r in board.itertuples()}
+    assert method == {("relu", 2.0): "exact", ("relu", 3.5): "exact", ("batchtopk", 2.0): "exact",
+                      ("batchtopk", 3.5): "exact", ("topk", 2.0): "exact", ("topk", 3.5): "interpolated"}
+    row = board[(board["variant"] == "topk") & (board["target_l0"] == 3.5)].iloc[0]
+    k3, k4 = (topk[topk["setting"] == s].iloc[0] for s in ("k3", "k4"))
+    assert min(k3["f1"], k4["f1"]) <= row["f1"] <= max(k3["f1"], k4["f1"]) and row["matched"]
+    assert list(board["rank"]) == [1, 2, 3, 1, 2, 3]  # ranked within each target
+    run_benchmark(to_object(compose("benchmark_tiny", base + ["exact_l0=false", "variants=[relu]"],
+                                    kind="benchmark")))
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert list(board["method"]) == ["interpolated"] * 2 and list(board["target_l0"]) == [2.0, 3.5]

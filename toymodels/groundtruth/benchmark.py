@@ -1,10 +1,12 @@
-"""The ground-truth SAE leaderboard: variants × widths × sparsity settings × seeds, trained all at once.
+"""The ground-truth SAE leaderboard: variants × widths × target L0s (or sparsity settings) × seeds, trained all
+at once.
 
     toymodels benchmark run                       # sweeps/benchmark.yaml → results/benchmark/
     toymodels benchmark run --experiment benchmark_tiny n_train=20000
 
-Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant
-and width, metrics interpolated at each width's matched L0, see `match_l0`) and `figures/pareto.png` (L0 vs
+Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant,
+width and target L0: metrics of the SAEs trained at that L0, or interpolated where a variant cannot be steered
+there; see `exact_l0`, `target_l0`, `match_l0`) and `figures/pareto.png` (L0 vs
 MCC, F1, explained variance).
 """
 
@@ -82,6 +84,13 @@ class BenchmarkConfig:
     """The L0 each width's SAEs are compared at: width (the true L0 of the `width` most frequent features on
     the eval set, as SynthSAEBench compares its width-4096 SAEs at the top-4096 features' L0; the data's true L0
     once width ≥ n_features) or all (the data's true L0)."""
+    exact_l0: bool = True
+    """Train each variant at each target L0 (`target_l0`, else the matched L0) where it can be steered there
+    (a controller on the penalty, or k = target) and report it at that L0; the sparsity lists above then only
+    give the controllers' starting coefficient (their median). Variants that cannot be steered (and TopK
+    between two integers) are swept and interpolated. False: every variant is swept and interpolated."""
+    target_l0: list | None = None
+    """L0s to compare at (each in (0, smallest width]); null → each width's matched L0 (`match_l0`)."""
     data_seed: int = 0
     """Seeds the samples (train and eval draws use data_seed and data_seed + 1)."""
     out: str = "results/benchmark"
@@ -104,6 +113,11 @@ class BenchmarkConfig:
             check(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer ≥ 0",
                   getattr(self, name))
         check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
+        check(isinstance(self.exact_l0, bool), "exact_l0", "true or false", self.exact_l0)
+        if self.target_l0 is not None:
+            t = list(self.target_l0)
+            check(len(t) >= 1 and all(_is_num(x) and 0 < x <= min(self.widths) for x in t), "target_l0",
+                  f"null or a non-empty list of numbers in (0, smallest width={min(self.widths)}]", t)
         known = variant_names()
         check(len(self.variants) >= 1 and all(v in known for v in self.variants), "variants",
               f"a non-empty list from {', '.join(known)}", list(self.variants))
@@ -145,20 +159,37 @@ class BenchmarkConfig:
         return list(getattr(self, key)) if key in GRID_FIELDS else []
 
 
-def sae_grid(cfg: BenchmarkConfig, d_in: int) -> list:
-    """Every SAEConfig of the run: variants × widths × sparsity settings × seeds."""
+def sae_grid(cfg: BenchmarkConfig, d_in: int, targets: dict | None = None) -> list[tuple]:
+    """(SAEConfig, the L0 it is trained for or NaN, its setting's tag) for every SAE of the run. `targets`:
+    width → L0s to compare at; with `exact_l0`, variants that can be steered are trained at each (variant ×
+    width × target × seed), the others (and all without exact_l0) sweep their sparsity settings (variant ×
+    width × setting × seed)."""
     from toymodels.sae import SAEConfig, get_variant
 
     out = []
     for v in cfg.variants:
-        key = get_variant(v).config.sparsity_field
+        ccls = get_variant(v).config
+        key, opts = ccls.sparsity_field, cfg.sae_options.get(v, {})
         for w in cfg.widths:
-            for s in cfg.sparsity_values(v):
+            runs = []  # (fields, tag, trained_at)
+            steer = [(t, ccls.l0_settings(t)) for t in (targets or {}).get(w, [])] if cfg.exact_l0 else []
+            if steer and all(st is not None for _, st in steer):
+                start = float(np.median(cfg.sparsity_values(v))) if key and key != "k" else None
+                for t, settings in steer:
+                    for fields in settings:
+                        fields = ({key: start} if start and "target_l0" in fields else {}) | fields
+                        tag = f"l0{t:g}" if "target_l0" in fields else "-".join(f"{a}{b:g}" for a, b in
+                                                                                  fields.items())
+                        runs.append((fields, tag, float(t)))
+            else:
+                for val in cfg.sparsity_values(v):
+                    fields = {} if key is None else {key: int(val) if _is_int(val) else float(val)}
+                    runs.append((fields, "" if key is None else f"{key}{val:g}", float("nan")))
+            for fields, tag, at in runs:
                 for seed in cfg.seeds:
-                    kw = {} if key is None else {key: int(s) if _is_int(s) else float(s)}
-                    tag = "" if key is None else f"-{key}{s:g}"
-                    out.append(SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **kw,
-                                         **cfg.sae_options.get(v, {}), name=f"{v}-{w}{tag}-s{seed}"))
+                    name = f"{v}-{w}{'-' + tag if tag else ''}-s{seed}"
+                    out.append((SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **fields, **opts,
+                                          name=name), at, tag or "-"))
     return out
 
 
@@ -194,7 +225,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
 
     t0 = time.perf_counter()
     train_ds, eval_ds = load_or_sample(cfg)
-    configs = sae_grid(cfg, train_ds.hidden.shape[1])
+    rates_F = firing_rates(eval_ds, cfg.n_eval)
+    matched = {int(w): matched_l0(rates_F, int(w) if cfg.match_l0 == "width" else None) for w in cfg.widths}
+    targets = {w: list(cfg.target_l0) if cfg.target_l0 is not None else [m] for w, m in matched.items()}
+    if cfg.exact_l0 and cfg.target_l0 is None:
+        check(all(np.isfinite(m) for m in matched.values()), "target_l0",
+              "given (a list of L0s) when the dataset has no true activations to match", None)
+    grid = sae_grid(cfg, train_ds.hidden.shape[1], targets)
+    configs = [c for c, _, _ in grid]
     tc = SAETrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.data_seed,
                         resample_every=cfg.resample_every, resample_until=cfg.resample_until,
                         resample_min_rate=cfg.resample_min_rate, progress=cfg.progress)
@@ -202,19 +240,20 @@ def run_benchmark(cfg: BenchmarkConfig) -> pd.DataFrame:
     saes = train_saes(configs, train_ds.hidden, tc)
     t2 = time.perf_counter()
     rows = []
-    for c, sae in zip(configs, saes, strict=True):
+    for (c, at, tag), sae in zip(grid, saes, strict=True):
         key = c.sparsity_field
         with torch.no_grad():
             scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval)
-        rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": key,
-                     "sparsity_value": getattr(c, key) if key else 0.0, "seed": c.seed, **scores})
+        value = sae.history.get("sparsity_coeff", getattr(c, key) if key else 0.0)  # a controller's final λ
+        rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": key, "sparsity_value": value,
+                     "setting": tag, "trained_at": at, "seed": c.seed,
+                     **scores})
     df = pd.DataFrame(rows)
     df["true_l0"] = eval_ds.mean_l0()
-    rates_F = firing_rates(eval_ds, cfg.n_eval)
-    df["target_l0"] = [matched_l0(rates_F, w if cfg.match_l0 == "width" else None) for w in df["width"]]
+    df["target_l0"] = [matched[int(w)] for w in df["width"]]
     out = Path(cfg.out)
     write_text(out / "results.csv", df.to_csv(index=False))
-    board = leaderboard(df)
+    board = leaderboard(df, targets)
     write_text(out / "leaderboard.csv", board.to_csv(index=False))
     write_text(out / "leaderboard.md", leaderboard_markdown(board, cfg))
     fig = pareto_figure(df)
@@ -253,28 +292,47 @@ def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
     o = np.argsort(l0)
     x, y = np.log(np.maximum(l0[o], 1e-9)), y[o]
     inside = bool(x[0] <= np.log(at) <= x[-1])
-    return float(np.interp(np.log(at), x, y)), inside
+    return float(np.interp(np.log(at), x, y)), inside  # one point: that point (inside iff at its L0)
 
 
-def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, width): seed-averaged metrics interpolated at that width's `target_l0`, ranked by F1;
-    `f1_sd` is the standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
+def leaderboard(df: pd.DataFrame, targets: dict | None = None) -> pd.DataFrame:
+    """Per (variant, width, target L0): seed-averaged metrics at that L0, ranked by F1 within each (width,
+    target). `method` says how: `exact` (SAEs trained at the target: their mean, `l0` their measured L0) or
+    `interpolated` (linearly in log L0 between settings: TopK between two integers, variants without a
+    controller, or exact_l0 off). `f1_sd` is the standard deviation over seeds (NaN with one seed). `targets`:
+    width → L0s (default: each width's `target_l0` column)."""
     metrics = [m for m in ("f1", "f1_live", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption",
                            "shrinkage", "dead_frac") if m in df]
+    if "trained_at" not in df:
+        df = df.assign(trained_at=np.nan, setting=df["sparsity_value"].astype(str))
     rows = []
     for (v, w), g in df.groupby(["variant", "width"], sort=False):
-        ref = float(g["target_l0"].iloc[0])
-        m = g.groupby("sparsity_value")[["l0", *metrics]].mean()
-        row = {"variant": v, "width": w, "target_l0": ref, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
-        for k in metrics:
-            row[k], inside = _interp(m["l0"].to_numpy(), m[k].to_numpy(), ref)
-        f1_seeds = [_interp(gs["l0"].to_numpy(), gs["f1"].to_numpy(), ref)[0] for _, gs in g.groupby("seed")]
-        row["f1_sd"] = float(np.std(f1_seeds, ddof=1)) if len(f1_seeds) > 1 else float("nan")
-        row["n_seeds"] = len(f1_seeds)
-        row["matched"] = inside
-        rows.append(row)
-    board = pd.DataFrame(rows).sort_values("f1", ascending=False, kind="stable").reset_index(drop=True)
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
+        for ref in (targets or {}).get(int(w), [float(g["target_l0"].iloc[0])]):
+            at = g[np.isclose(g["trained_at"], ref)]
+            at = at if len(at) else g[g["trained_at"].isna()]
+            if not len(at):
+                continue
+            m = at.groupby("setting")[["l0", *metrics]].mean()
+            row = {"variant": v, "width": w, "target_l0": ref, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
+            exact = len(m) == 1 and at["trained_at"].notna().all()
+            if exact:
+                row.update({"l0": float(m["l0"].iloc[0]), **{k: float(m[k].iloc[0]) for k in metrics}})
+                f1_seeds, inside = at.groupby("seed")["f1"].mean().tolist(), True
+            else:
+                row["l0"] = float(ref)
+                for k in metrics:
+                    row[k], inside = _interp(m["l0"].to_numpy(), m[k].to_numpy(), ref)
+                f1_seeds = [_interp(gs.groupby("setting")["l0"].mean().to_numpy(),
+                                    gs.groupby("setting")["f1"].mean().to_numpy(), ref)[0]
+                            for _, gs in at.groupby("seed")]
+            row["method"] = "exact" if exact else "interpolated"
+            row["f1_sd"] = float(np.std(f1_seeds, ddof=1)) if len(f1_seeds) > 1 else float("nan")
+            row["n_seeds"] = len(f1_seeds)
+            row["matched"] = inside
+            rows.append(row)
+    board = pd.DataFrame(rows).sort_values(["width", "target_l0", "f1"], ascending=[True, True, False],
+                                           kind="stable").reset_index(drop=True)
+    board.insert(0, "rank", board.groupby(["width", "target_l0"]).cumcount() + 1)
     return board
 
 
@@ -282,9 +340,13 @@ def leaderboard_markdown(board: pd.DataFrame, cfg: BenchmarkConfig | None = None
     cols = [c for c in board.columns if c not in ("matched",)]
     at = ("the data's true L0" if cfg is not None and cfg.match_l0 == "all" else
           "each width's matched L0 (the true L0 of its `width` most frequent features)")
+    if cfg is not None and cfg.target_l0 is not None:
+        at = "the experiment's target L0s"
     lines = [f"# SAE leaderboard ({cfg.name if cfg else ''})", "",
-             f"Metrics are seed means, interpolated (linearly in log L0) at {at}, `target_l0`; "
-             "`*` marks variants whose L0 range does not bracket it (the nearest run is shown).", "",
+             f"Metrics are seed means at {at}, `target_l0`: `exact` rows were trained at it (a controller on the "
+             "sparsity coefficient, or k = target; `l0` is their measured L0), `interpolated` rows are "
+             "interpolated linearly in log L0 between sparsity settings; `*` marks those whose L0 range does "
+             "not bracket the target (the nearest run is shown).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in board.iterrows():
         cells = [("–" if np.isnan(r[c]) else f"{r[c]:.3f}") if isinstance(r[c], float) else str(r[c])
@@ -308,7 +370,7 @@ def pareto_figure(df: pd.DataFrame):
     colors = dict(zip(variants, plt.get_cmap("tab10").colors, strict=False))
     for ax, (metric, label) in zip(axes, PARETO, strict=True):
         for (v, w), g in df.groupby(["variant", "width"], sort=False):
-            m = g.groupby("sparsity_value")[["l0", metric]].mean().sort_values("l0")
+            m = g.groupby("setting" if "setting" in g else "sparsity_value")[["l0", metric]].mean().sort_values("l0")
             ax.plot(m["l0"], m[metric], "o-", color=colors[v], label=f"{v} ({w})" if df["width"].nunique() > 1
                     else v, alpha=0.9)
         for t in sorted(set(df["target_l0"].dropna())):

@@ -77,7 +77,7 @@ class PenaltySAE(PackedSAE):
         self.register_buffer("target_K", torch.tensor([c.target_l0 or math.nan for c in cfgs]))
         self.register_buffer("log_coeff_K", torch.tensor([math.log(max(getattr(c, field), 1e-30))
                                                           for c in cfgs]))
-        self.register_buffer("err_K", torch.zeros(len(cfgs)))  # the previous step's clipped relative error
+        self.register_buffer("err_K", torch.full((len(cfgs),), math.nan))  # previous controlled step's error
         self.controlled_K = torch.isfinite(self.target_K)
 
     def sparsity_coeff(self, frac: float) -> torch.Tensor:
@@ -95,9 +95,10 @@ class PenaltySAE(PackedSAE):
             return
         on_K = self.controlled_K & (frac >= self.per_sae("l1_warmup_frac"))
         err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
-        step_K = lr_factor * self.per_sae("l0_gain") * (err_K + P_OVER_I * (err_K - self.err_K))
+        d_err_K = torch.nan_to_num(err_K - self.err_K)  # 0 on the first controlled step: no kick
+        step_K = lr_factor * self.per_sae("l0_gain") * (err_K + P_OVER_I * d_err_K)
         self.log_coeff_K += torch.where(on_K, step_K, 0.0)
-        self.err_K.copy_(torch.where(on_K, err_K, 0.0))
+        self.err_K.copy_(torch.where(on_K, err_K, math.nan))
 
     def summary(self, i: int) -> dict:
         return {"sparsity_coeff": float(self.log_coeff_K[i].exp())} if self.controlled_K[i] else {}
