@@ -12,6 +12,9 @@ outside example):
    `toymodels.errors.check`, so a bad value is one line naming the field. Class attributes (not fields):
    `sparsity_field` (the field a benchmark sweeps; None if none) and `pack_fields` (fields that must be equal
    for two SAEs to share one packed module, e.g. prefix sizes; per-SAE numbers go through `per_sae`).
+   Exact L0: the classmethod `l0_settings(target)` returns the fields that train at that L0 (PenaltyConfig:
+   `target_l0`, run by PenaltySAE's controller through `sparsity_coeff(frac)`; TopK family: k = target);
+   the base returns None and the benchmark then sweeps `sparsity_field` and interpolates.
 2. Module: a `PackedSAE` subclass (or `TopKFamily`/`PenaltySAE` mixin + PackedSAE) holding K SAEs with a
    leading instance dim (W_enc_KDL, W_dec_KLD, b_enc_KL, b_dec_KD from the base). Implement `encode(x_BD)` →
    [K, B, L] and `loss_terms(x_BD, frac)` → ({name: [K] loss}, [K, L] firing counts); override `inference(i)`
