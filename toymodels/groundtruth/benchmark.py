@@ -177,6 +177,8 @@ def sae_grid(cfg: BenchmarkConfig, d_in: int, targets: dict | None = None) -> li
                 start = float(np.median(cfg.sparsity_values(v))) if key and key != "k" else None
                 for t, settings in steer:
                     for fields in settings:
+                        if fields.get("k", 0) > w:  # a TopK bracket's top beyond the width
+                            continue
                         fields = ({key: start} if start and "target_l0" in fields else {}) | fields
                         tag = f"l0{t:g}" if "target_l0" in fields else "-".join(f"{a}{b:g}" for a, b in
                                                                                   fields.items())

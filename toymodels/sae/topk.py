@@ -121,10 +121,11 @@ class TopKFamilyConfig(SAEConfig):
 
     @classmethod
     def l0_settings(cls, target: float) -> list[dict]:
-        """k = target; a TopK target between integers is bracketed by its two neighbours (to interpolate)."""
+        """k = target; a TopK target between integers is bracketed by k = ⌊t⌋ … ⌈t⌉ + 1 (to interpolate in the
+        measured L0, which is below k where ReLU zeroes a selected negative pre-activation)."""
         if cls.fractional_k or float(target).is_integer():
             return [{"target_l0": target}]
-        return [{"k": max(1, math.floor(target))}, {"k": math.ceil(target)}]
+        return [{"k": k} for k in range(max(1, math.floor(target)), math.ceil(target) + 2)]
 
     @property
     def k_aux(self) -> int:
