@@ -255,7 +255,7 @@ def _sae_data(path: Path) -> Path:
     return path
 
 
-SAE_ARGS = ["variant=[topk,relu]", "d_sae=16", "k=2", "batch_size=64", "log_every=5"]
+SAE_ARGS = ["variant=[topk,batchtopk]", "d_sae=16", "k=2", "batch_size=64", "log_every=5"]
 
 
 def _sae_run(data, out, steps) -> int:
@@ -265,7 +265,7 @@ def _sae_run(data, out, steps) -> int:
 def _sae_tensors(folder: Path) -> dict:
     from toymodels.sae import load_saelens
 
-    return {label: load_saelens(folder / label).tensors() for label in ("topk-16-s0", "relu-16-s0")}
+    return {label: load_saelens(folder / label).tensors() for label in ("topk-16-s0", "batchtopk-16-s0")}
 
 
 def _eq(a: dict, b: dict) -> bool:
@@ -311,7 +311,7 @@ def test_sae_train_sigkill_after_a_pack_resumes_it(tmp_path, capsys):
     from toymodels.sae import load_saelens
 
     first = load_saelens(out / "topk-16-s0").tensors()  # the finished pack is complete ...
-    assert not (out / "relu-16-s0").exists()  # ... the other was never started
+    assert not (out / "batchtopk-16-s0").exists()  # ... the other was never started
     assert main(argv) == 0
     assert "1 finished pack(s) resumed" in capsys.readouterr().out
     assert _eq(load_saelens(out / "topk-16-s0").tensors(), first)

@@ -8,7 +8,9 @@ import torch
 
 from toymodels.errors import ConfigError, DataFileError
 from toymodels.io import save_tensors
-from toymodels.sae import VARIANTS, SAEConfig, SAETrainConfig, export_saelens, load_saelens, train_saes
+from toymodels.sae import SAEConfig, SAETrainConfig, export_saelens, load_saelens, train_saes
+from toymodels.sae.registry import builtin_variants, config_fields
+from toymodels.sae.train import pack
 
 
 def _data(n=2048, d=16, f=32, seed=0):
@@ -17,8 +19,17 @@ def _data(n=2048, d=16, f=32, seed=0):
     return ((torch.rand(n, f, generator=g) < 0.08) * torch.rand(n, f, generator=g)) @ feats * 3.0
 
 
+def _kw(variant, **kw):
+    """The subset of `kw` that `variant`'s config has (e.g. k only for the TopK family)."""
+    return {k: v for k, v in kw.items() if k in config_fields(variant)}
+
+
+def _cfg(variant, **kw):
+    return SAEConfig(variant=variant, d_in=kw.pop("d_in", 16), d_sae=kw.pop("d_sae", 24), **_kw(variant, **kw))
+
+
 def _cfgs(d=16):
-    return [SAEConfig(variant=v, d_in=d, d_sae=24, k=3, seed=i) for i, v in enumerate(VARIANTS)]
+    return [_cfg(v, d_in=d, k=3, seed=i) for i, v in enumerate(builtin_variants())]
 
 
 TC = SAETrainConfig(steps=30, batch_size=128, lr=3e-3, dead_after=256, log_every=10, progress=False)
@@ -26,13 +37,13 @@ TC = SAETrainConfig(steps=30, batch_size=128, lr=3e-3, dead_after=256, log_every
 
 @pytest.mark.parametrize("schedules", [False, True])
 def test_packed_equals_one_by_one(schedules):
-    """Also with the schedules on: k annealing (k_start), dead-latent resampling, per-SAE prefix weights."""
+    """Also with the schedules on: k annealing (k_start), dead-latent resampling, per-SAE prefix weights, and the
+    L0 controller (target_l0) on one SAE of each penalty-based pack."""
     X = _data()
-    extra = dict(k_start=8, prefix_weights=[0.1, 0.2, 0.5, 1.0]) if schedules else {}
+    extra = dict(k_start=8, prefix_weights=[0.1, 0.2, 0.5, 1.0], target_l0=4) if schedules else {}
     tc = dataclasses.replace(TC, resample_every=5, resample_until=1.0) if schedules else TC
-    cfgs = [SAEConfig(variant=v, d_in=16, d_sae=24, k=k, seed=s, **{**extra, "prefix_weights": None}
-                      if v != "matryoshka" or (k, s) == (3, 1) else {**extra})
-            for v in VARIANTS for k, s in ((3, 1), (5, 2))]
+    cfgs = [_cfg(v, k=k, seed=s, **{**extra, "prefix_weights": None} if (k, s) == (3, 1) else extra)
+            for v in builtin_variants() for k, s in ((3, 1), (5, 2))]
     together = train_saes(cfgs, X, tc)
     for cfg, a in zip(cfgs, together, strict=True):
         (b,) = train_saes([cfg], X, tc)
@@ -93,12 +104,21 @@ def test_iterator_data_and_no_grad():
 @pytest.mark.parametrize("kw, field", [
     (dict(k=30, d_sae=24), "k"), (dict(variant="bogus"), "variant"), (dict(d_sae=0), "d_sae"),
     (dict(variant="matryoshka", d_sae=24, prefixes=[8, 4, 24]), "prefixes"),
-    (dict(bandwidth=0), "bandwidth"), (dict(k=4, k_start=3), "k_start"),
+    (dict(variant="jumprelu", bandwidth=0), "bandwidth"), (dict(k=4, k_start=3), "k_start"),
     (dict(variant="matryoshka", d_sae=24, prefix_weights=[1, 1]), "prefix_weights"),
-    (dict(threshold_lr_scale=0), "threshold_lr_scale")])
+    (dict(variant="jumprelu", threshold_lr_scale=0), "threshold_lr_scale"),
+    (dict(variant="relu", l1_coeff=-1), "l1_coeff"), (dict(variant="gated", init_scale=0), "init_scale")])
 def test_config_errors_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=rf"^{field}:"):
         SAEConfig(**kw)
+
+
+@pytest.mark.parametrize("variant, key", [("jumprelu", "k"), ("relu", "l0_coeff"), ("topk", "l1_coeff"),
+                                          ("batchtopk", "prefixes")])
+def test_key_of_another_variant_is_an_error(variant, key):
+    """Today's silent `k=10` for jumprelu: a key the chosen variant lacks names the key and the variant."""
+    with pytest.raises(ConfigError, match=rf"^{key}: not a field of variant {variant}; its fields: .*d_sae"):
+        SAEConfig(variant=variant, **{key: 3})
 
 
 def test_data_errors():
@@ -119,10 +139,9 @@ def test_resample_reinitialises_dead_latents(variant):
     """A dead latent gets the unit residual direction of the worst-reconstructed sample as decoder row and
     encoder column, and its Adam moments are cleared; live latents and their moments are untouched."""
     from toymodels.sae.resample import resample_dead
-    from toymodels.sae.train import CLASSES
 
     X = _data()[:128]
-    m = CLASSES[variant]([SAEConfig(variant=variant, d_in=16, d_sae=24, k=3, seed=s) for s in (0, 1)])
+    m = pack([_cfg(variant, k=3, seed=s) for s in (0, 1)])
     opt = torch.optim.Adam(m.param_groups(), lr=1e-3)
     losses, _ = m.loss_terms(X, 0.5)
     sum(losses.values()).sum().backward()
@@ -210,16 +229,23 @@ def test_cli_trains_and_exports(tmp_path, capsys):
     save_tensors(tmp_path / "bad.safetensors", {"hidden": torch.zeros(4, 3, 2)})
     assert main(["sae", "train", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "o2")]) == 2
     assert "hidden must be a 2-D float32" in capsys.readouterr().err
+    # a key one of the chosen variants lacks is a one-line error before any training (k was ignored silently)
+    assert main(["sae", "train", str(tmp_path / "d.safetensors"), "--out", str(tmp_path / "o3"),
+                 "variant=[topk,jumprelu]", "k=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("toymodels: error: k: not a field of variant jumprelu") and "\n" not in err
+    assert not (tmp_path / "o3").exists()
+    assert main(["sae", "train", str(tmp_path / "d.safetensors"), "--out", str(tmp_path / "o3"), "kk=1"]) == 2
+    assert "kk: unknown key" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka"])
 def test_sparse_decode_matches_dense(variant):
-    from toymodels.sae.train import CLASSES
 
     X = _data()[:256]
     grads = []
     for density in (1.0, 0.0):  # always sparse, never sparse
-        m = CLASSES[variant]([SAEConfig(variant=variant, d_in=16, d_sae=24, k=k, seed=k) for k in (3, 5)])
+        m = pack([_cfg(variant, k=k, seed=k) for k in (3, 5)])
         m.sparse_max_density = density
         m.fast_path = False  # the autograd path (the hand-written one is tests/test_sae_fastpath.py)
         losses, _ = m.loss_terms(X, 0.5)
@@ -232,9 +258,8 @@ def test_sparse_decode_matches_dense(variant):
 def test_batchtopk_keeps_exactly_the_batch_top_k():
     """The threshold selection keeps the same k·B entries as a top-k over the flattened batch, before and
     after the running threshold (which enables the pre-filter) exists; mixed k per SAE in one pack."""
-    from toymodels.sae.train import CLASSES
 
-    m = CLASSES["batchtopk"]([SAEConfig(variant="batchtopk", d_in=16, d_sae=24, k=k, seed=k) for k in (2, 5)])
+    m = pack([_cfg("batchtopk", k=k, seed=k) for k in (2, 5)])
     for threshold in (-1.0, 0.3):
         m.threshold_K.fill_(threshold)
         pre = m.pre_acts(_data()[:128]).detach()
@@ -249,10 +274,9 @@ def test_init_never_starts_at_a_same_seed_dictionary():
     """Regression: SAE decoders and synthetic dictionaries once both came from manual_seed(seed), so an SAE with
     the dictionary's seed started *at* the ground truth (MCC 0.99 after 150 steps instead of 0.3)."""
     from toymodels.groundtruth.synthetic import Dictionary, SyntheticConfig
-    from toymodels.sae.train import CLASSES
 
     for seed in (0, 1):
-        W_LD = CLASSES["topk"]([SAEConfig(d_in=16, d_sae=24, seed=seed)]).W_dec_KLD[0].detach()
+        W_LD = pack([_cfg("topk", seed=seed)]).W_dec_KLD[0].detach()
         plain_LD = torch.nn.functional.normalize(torch.randn(24, 16, generator=torch.Generator().manual_seed(seed)))
         V_FD = Dictionary(SyntheticConfig(n_features=24, d_model=16, n_roots=0, seed=seed)).vectors
         for other in (plain_LD, V_FD):

@@ -5,7 +5,7 @@ import torch
 
 from toymodels.sae import SAEConfig
 from toymodels.sae.batchtopk import select_entries
-from toymodels.sae.train import CLASSES
+from toymodels.sae.train import pack
 
 
 def _x(n=256, d=16, seed=0):
@@ -14,8 +14,7 @@ def _x(n=256, d=16, seed=0):
 
 
 def _step(fast, ks, running, dead, x):
-    m = CLASSES["batchtopk"]([SAEConfig(variant="batchtopk", d_in=16, d_sae=24, k=k, seed=i)
-                              for i, k in enumerate(ks)])
+    m = pack([SAEConfig(variant="batchtopk", d_in=16, d_sae=24, k=k, seed=i) for i, k in enumerate(ks)])
     m.fast_path, m.sparse_max_density = fast, 0.0  # reference: masks + dense bmm under autograd
     with torch.no_grad():
         m.b_enc_KL.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))

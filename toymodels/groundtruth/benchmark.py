@@ -1,17 +1,18 @@
-"""The ground-truth SAE leaderboard: variants × widths × sparsity settings × seeds, trained pack by pack.
+"""The ground-truth SAE leaderboard: variants × widths × target L0s (or sparsity settings) × seeds, trained pack
+by pack.
 
     toymodels benchmark run                       # sweeps/benchmark.yaml → results/benchmark/
     toymodels benchmark run --experiment benchmark_tiny n_train=20000
 
-Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant
-and width, metrics interpolated at each width's matched L0, see `match_l0`) and the Pareto figure (L0 vs
-MCC, F1, explained variance): `figures/pareto.png` + `.svg` and its table `figures/data/pareto.csv`, committed
-together under `manifest.json`; `packs/` keeps each finished pack's scores so a rerun resumes.
+Outputs in `out/`: `results.csv` (tidy, one row per SAE), `leaderboard.md` + `leaderboard.csv` (per variant,
+width and target L0: metrics of the SAEs trained at that L0, or interpolated where a variant cannot be steered
+there; see `exact_l0`, `target_l0`, `match_l0`) and the Pareto figure (L0 vs MCC, F1, explained variance):
+`figures/pareto.png` + `.svg` and its table `figures/data/pareto.csv`, committed together under `manifest.json`;
+`packs/` keeps each finished pack's scores so a rerun resumes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,13 +28,12 @@ from toymodels.io import check_out_path
 
 SEED_MAX_DATA = 2**63 - 2
 """data_seed + 1 seeds the eval draw, so data_seed stays one below the largest seed."""
-SPARSITY_FIELD = {"relu": "l1_coeff", "relu_april": "l1_coeff", "gated": "l1_coeff", "jumprelu": "l0_coeff",
-                  "topk": "k", "batchtopk": "k", "matryoshka": "k"}
-"""The SAEConfig field each variant's sparsity settings set."""
 LEADERBOARD_METRICS = ("f1", "f1_live", "mcc", "mmcs", "uniqueness", "explained_variance", "absorption",
                        "absorption_fraction", "absorption_gap", "shrinkage", "dead_frac")
 """Leaderboard columns: `mmcs` is Sharkey et al.'s signed MMCS, `absorption` Chanin et al.'s full-absorption
 rate as SAEBench computes it (results.csv also has `mmcs_abs` and `absorption_matched`)."""
+GRID_FIELDS = ("k", "l1_coeff", "l0_coeff")
+"""Sparsity fields with a top-level list in BenchmarkConfig; other variants' values go in `sparsity`."""
 PARETO = (("mcc", "MCC (Hungarian, decoder |cos|)"), ("f1", "mean latent F1"),
           ("explained_variance", "explained variance"))
 
@@ -56,8 +56,11 @@ class BenchmarkConfig:
     """Training samples drawn from the dictionary (≥ 1)."""
     n_eval: int = 20_000
     """Held-out samples the SAEs are scored on (≥ 1)."""
+    plugins: list = field(default_factory=list)
+    """Python files or modules that register extra SAE variants (toymodels.sae.register_variant), imported
+    before `variants` is checked."""
     variants: list = field(default_factory=lambda: ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"])
-    """SAE variants (toymodels.sae.VARIANTS)."""
+    """SAE variants (toymodels.sae.variant_names(), built-in or from `plugins`)."""
     widths: list = field(default_factory=lambda: [1024])
     """Latents per SAE (d_sae), each ≥ 1."""
     k: list = field(default_factory=lambda: [6, 10, 16])
@@ -66,10 +69,13 @@ class BenchmarkConfig:
     """Sparsity settings of relu / relu_april / gated: L1 coefficients."""
     l0_coeff: list = field(default_factory=lambda: [0.3, 1.0, 3.0])
     """Sparsity settings of jumprelu: L0 coefficients."""
+    sparsity: dict = field(default_factory=dict)
+    """Sparsity settings per variant, {variant: [values of its config's sparsity_field]}; overrides the lists
+    above, and is required for a variant whose sparsity field has no list above."""
     seeds: list = field(default_factory=lambda: [0])
     """SAE init seeds."""
     sae_options: dict = field(default_factory=dict)
-    """Extra SAEConfig fields per variant, e.g. {jumprelu: {threshold_init: 1.0}} (not the sparsity field)."""
+    """Extra config fields per variant, e.g. {jumprelu: {threshold_init: 1.0}} (not the sparsity field)."""
     steps: int = 3000
     """SAE optimiser steps (≥ 1)."""
     batch_size: int = 1024
@@ -86,6 +92,13 @@ class BenchmarkConfig:
     """The L0 each width's SAEs are compared at: width (the true L0 of the `width` most frequent features on
     the eval set, as SynthSAEBench compares its width-4096 SAEs at the top-4096 features' L0; the data's true L0
     once width ≥ n_features) or all (the data's true L0)."""
+    exact_l0: bool = True
+    """Train each variant at each target L0 (`target_l0`, else the matched L0) where it can be steered there
+    (a controller on the penalty, or k = target) and report it at that L0; the sparsity lists above then only
+    give the controllers' starting coefficient (their median). Variants that cannot be steered (and TopK
+    between two integers) are swept and interpolated. False: every variant is swept and interpolated."""
+    target_l0: list | None = None
+    """L0s to compare at (each in (0, smallest width]); null → each width's matched L0 (`match_l0`)."""
     data_seed: int = 0
     """Seeds the samples (train and eval draws use data_seed and data_seed + 1)."""
     out: str = "results/benchmark"
@@ -94,11 +107,14 @@ class BenchmarkConfig:
     """Progress bar while training."""
 
     def __post_init__(self):
-        from toymodels.sae import VARIANTS
+        from toymodels.sae import get_variant, load_plugin, variant_names
+        from toymodels.sae.registry import config_fields
 
         check_types(self)
         check(self.kind == "benchmark", "kind", "benchmark for a BenchmarkConfig", self.kind)
         check_out_path(self.out)
+        for spec in self.plugins:
+            load_plugin(str(spec))
         for name in ("n_train", "n_eval", "steps", "batch_size"):
             v = getattr(self, name)
             check(_is_int(v) and v >= 1, name, "an integer ≥ 1", v)
@@ -106,28 +122,39 @@ class BenchmarkConfig:
               self.resample_every)
         check(_is_seed(self.data_seed) and self.data_seed < SEED_MAX_DATA, "data_seed", SEED_RANGE, self.data_seed)
         check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
-        check(len(self.variants) >= 1 and all(v in VARIANTS for v in self.variants), "variants",
-              f"a non-empty list from {', '.join(VARIANTS)}", list(self.variants))
+        check(isinstance(self.exact_l0, bool), "exact_l0", "true or false", self.exact_l0)
+        if self.target_l0 is not None:
+            t = list(self.target_l0)
+            check(len(t) >= 1 and all(_is_num(x) and 0 < x <= min(self.widths) for x in t), "target_l0",
+                  f"null or a non-empty list of numbers in (0, smallest width={min(self.widths)}]", t)
+        known = variant_names()
+        check(len(self.variants) >= 1 and all(v in known for v in self.variants), "variants",
+              f"a non-empty list from {', '.join(known)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
               "a non-empty list of integers ≥ 1", list(self.widths))
         check(len(self.seeds) >= 1 and all(_is_seed(s) for s in self.seeds), "seeds",
               f"a non-empty list of seeds, each {SEED_RANGE}", list(self.seeds))
-        from toymodels.sae import SAEConfig
-
-        fixed = {"variant", "d_in", "d_sae", "seed", "name"}
-        sae_fields = {f.name for f in dataclasses.fields(SAEConfig)} - fixed
+        fixed = {"d_in", "d_sae", "seed", "name"}
         for v, opts in self.sae_options.items():
-            check(v in VARIANTS, "sae_options", f"keyed by variants from {', '.join(VARIANTS)}", v)
-            check(hasattr(opts, "keys") and set(opts) <= sae_fields - {SPARSITY_FIELD[v]}, f"sae_options.{v}",
-                  f"a mapping of SAEConfig fields other than {SPARSITY_FIELD[v]}", opts)
-        for name in ("k", "l1_coeff", "l0_coeff"):
-            if any(SPARSITY_FIELD[v] == name for v in self.variants):
-                vals = list(getattr(self, name))
-                ok = len(vals) >= 1 and all(_is_num(v) and v > 0 for v in vals)
-                if name == "k":
-                    ok = ok and all(_is_int(v) and v <= min(self.widths) for v in vals)
-                check(ok, name, "a non-empty list of values > 0" + (" (integers ≤ the smallest width)"
-                                                                    if name == "k" else ""), vals)
+            check(v in known, "sae_options", f"keyed by variants from {', '.join(known)}", v)
+            allowed = config_fields(v) - fixed - {get_variant(v).config.sparsity_field}
+            check(hasattr(opts, "keys") and set(opts) <= allowed, f"sae_options.{v}",
+                  f"a mapping of {v} config fields from {', '.join(sorted(allowed))}", dict(opts))
+        for v, vals in self.sparsity.items():
+            check(v in known, "sparsity", f"keyed by variants from {', '.join(known)}", v)
+            check(isinstance(vals, (list, tuple)) or type(vals).__name__ == "ListConfig", f"sparsity.{v}",
+                  "a list of values", vals)
+        for v in self.variants:
+            key = get_variant(v).config.sparsity_field
+            if key is None:
+                continue
+            vals = list(self.sparsity_values(v))
+            where = f"sparsity.{v}" if v in self.sparsity or key not in GRID_FIELDS else key
+            ok = len(vals) >= 1 and all(_is_num(x) and x > 0 for x in vals)
+            if key == "k":
+                ok = ok and all(_is_int(x) and x <= min(self.widths) for x in vals)
+            check(ok, where, f"a non-empty list of {v}'s {key} values > 0" + (" (integers ≤ the smallest width)"
+                                                                           if key == "k" else ""), vals)
         self.train_config()  # the training settings and every SAE of the grid are valid before any data is drawn
         sae_grid(self, self.dataset.d_model)
 
@@ -139,20 +166,51 @@ class BenchmarkConfig:
                               resample_every=self.resample_every, resample_until=self.resample_until,
                               resample_min_rate=self.resample_min_rate, progress=self.progress)
 
+    def sparsity_values(self, variant: str) -> list:
+        """The sparsity settings variant `variant` is trained at ([None] if its config has no sparsity field)."""
+        from toymodels.sae import get_variant
 
-def sae_grid(cfg: BenchmarkConfig, d_in: int) -> list:
-    """Every SAEConfig of the run: variants × widths × sparsity settings × seeds."""
-    from toymodels.sae import SAEConfig
+        key = get_variant(variant).config.sparsity_field
+        if key is None:
+            return [None]
+        if variant in self.sparsity:
+            return list(self.sparsity[variant])
+        return list(getattr(self, key)) if key in GRID_FIELDS else []
+
+
+def sae_grid(cfg: BenchmarkConfig, d_in: int, targets: dict | None = None) -> list[tuple]:
+    """(SAEConfig, the L0 it is trained for or NaN, its setting's tag) for every SAE of the run. `targets`:
+    width → L0s to compare at; with `exact_l0`, variants that can be steered are trained at each (variant ×
+    width × target × seed), the others (and all without exact_l0) sweep their sparsity settings (variant ×
+    width × setting × seed)."""
+    from toymodels.sae import SAEConfig, get_variant
 
     out = []
     for v in cfg.variants:
-        key = SPARSITY_FIELD[v]
+        ccls = get_variant(v).config
+        key, opts = ccls.sparsity_field, cfg.sae_options.get(v, {})
         for w in cfg.widths:
-            for s in getattr(cfg, key):
+            runs = []  # (fields, tag, trained_at)
+            steer = [(t, ccls.l0_settings(t)) for t in (targets or {}).get(w, [])] if cfg.exact_l0 else []
+            if steer and all(st is not None for _, st in steer):
+                start = float(np.median(cfg.sparsity_values(v))) if key and key != "k" else None
+                for t, settings in steer:
+                    for fields in settings:
+                        if fields.get("k", 0) > w:  # a TopK bracket's top beyond the width
+                            continue
+                        fields = ({key: start} if start and "target_l0" in fields else {}) | fields
+                        tag = f"l0{t:g}" if "target_l0" in fields else "-".join(f"{a}{b:g}" for a, b in
+                                                                                  fields.items())
+                        runs.append((fields, tag, float(t)))
+            else:
+                for val in cfg.sparsity_values(v):
+                    fields = {} if key is None else {key: int(val) if _is_int(val) else float(val)}
+                    runs.append((fields, "" if key is None else f"{key}{val:g}", float("nan")))
+            for fields, tag, at in runs:
                 for seed in cfg.seeds:
-                    value = int(s) if key == "k" else float(s)
-                    out.append(SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **{key: value},
-                                         **cfg.sae_options.get(v, {}), name=f"{v}-{w}-{key}{s:g}-s{seed}"))
+                    name = f"{v}-{w}{'-' + tag if tag else ''}-s{seed}"
+                    out.append((SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **fields, **opts,
+                                          name=name), at, tag or "-"))
     return out
 
 
@@ -218,7 +276,14 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     t0 = time.perf_counter()
     out, key = Path(cfg.out), run_key(cfg)
     train_ds, eval_ds = load_or_sample(cfg)
-    configs = sae_grid(cfg, train_ds.hidden.shape[1])
+    rates_F = firing_rates(eval_ds, cfg.n_eval)
+    matched = {int(w): matched_l0(rates_F, int(w) if cfg.match_l0 == "width" else None) for w in cfg.widths}
+    targets = {w: list(cfg.target_l0) if cfg.target_l0 is not None else [m] for w, m in matched.items()}
+    if cfg.exact_l0 and cfg.target_l0 is None:
+        check(all(np.isfinite(m) for m in matched.values()), "target_l0",
+              "given (a list of L0s) when the dataset has no true activations to match", None)
+    grid = sae_grid(cfg, train_ds.hidden.shape[1], targets)
+    configs = [c for c, _, _ in grid]
     tc = cfg.train_config()
 
     def pack_file(idx) -> Path:
@@ -232,11 +297,13 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     def finish(idx, saes):
         rows = []
         for i, sae in zip(idx, saes, strict=True):
-            c, key_field = configs[i], SPARSITY_FIELD[configs[i].variant]
+            c, at, tag = grid[i]
+            field = c.sparsity_field
             with torch.no_grad():
                 scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval)
-            rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": key_field,
-                         "sparsity_value": getattr(c, key_field), "seed": c.seed, **scores})
+            value = sae.history.get("sparsity_coeff", getattr(c, field) if field else 0.0)  # a controller's final λ
+            rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": field, "sparsity_value": value,
+                         "setting": tag, "trained_at": at, "seed": c.seed, **scores})
         write_text(pack_file(idx), json.dumps(rows))  # key order kept; atomic rename: the pack's done marker
         return rows
 
@@ -247,9 +314,8 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
         print(f"benchmark: {resumed} finished pack(s) resumed from {out / 'packs'}", file=sys.stderr)
     df = pd.DataFrame(rows)
     df["true_l0"] = eval_ds.mean_l0()
-    rates_F = firing_rates(eval_ds, cfg.n_eval)
-    df["target_l0"] = [matched_l0(rates_F, w if cfg.match_l0 == "width" else None) for w in df["width"]]
-    board = leaderboard(df)
+    df["target_l0"] = [matched[int(w)] for w in df["width"]]
+    board = leaderboard(df, targets)
     with transaction(out, meta={"kind": "benchmark", "key": key}) as tx:
         tx.write_text("results.csv", df.to_csv(index=False))
         tx.write_text("leaderboard.csv", board.to_csv(index=False))
@@ -303,27 +369,46 @@ def _interp(l0: np.ndarray, y: np.ndarray, at: float) -> tuple[float, bool]:
     o = np.argsort(l0)
     x, y = np.log(np.maximum(l0[o], 1e-9)), y[o]
     inside = bool(x[0] <= np.log(at) <= x[-1])
-    return float(np.interp(np.log(at), x, y)), inside
+    return float(np.interp(np.log(at), x, y)), inside  # one point: that point (inside iff at its L0)
 
 
-def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, width): seed-averaged metrics interpolated at that width's `target_l0`, ranked by F1;
-    `f1_sd` is the standard deviation over seeds of each seed's own interpolated F1 (NaN with one seed)."""
+def leaderboard(df: pd.DataFrame, targets: dict | None = None) -> pd.DataFrame:
+    """Per (variant, width, target L0): seed-averaged metrics at that L0, ranked by F1 within each (width,
+    target). `method` says how: `exact` (SAEs trained at the target: their mean, `l0` their measured L0) or
+    `interpolated` (linearly in log L0 between settings: TopK between two integers, variants without a
+    controller, or exact_l0 off). `f1_sd` is the standard deviation over seeds (NaN with one seed). `targets`:
+    width → L0s (default: each width's `target_l0` column)."""
     metrics = [m for m in LEADERBOARD_METRICS if m in df]
+    if "trained_at" not in df:
+        df = df.assign(trained_at=np.nan, setting=df["sparsity_value"].astype(str))
     rows = []
     for (v, w), g in df.groupby(["variant", "width"], sort=False):
-        ref = float(g["target_l0"].iloc[0])
-        m = g.groupby("sparsity_value")[["l0", *metrics]].mean()
-        row = {"variant": v, "width": w, "target_l0": ref, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
-        for k in metrics:
-            row[k], inside = _interp(m["l0"].to_numpy(), m[k].to_numpy(), ref)
-        f1_seeds = [_interp(gs["l0"].to_numpy(), gs["f1"].to_numpy(), ref)[0] for _, gs in g.groupby("seed")]
-        row["f1_sd"] = float(np.std(f1_seeds, ddof=1)) if len(f1_seeds) > 1 else float("nan")
-        row["n_seeds"] = len(f1_seeds)
-        row["matched"] = inside
-        rows.append(row)
-    board = pd.DataFrame(rows).sort_values("f1", ascending=False, kind="stable").reset_index(drop=True)
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
+        for ref in (targets or {}).get(int(w), [float(g["target_l0"].iloc[0])]):
+            at = g[np.isclose(g["trained_at"], ref)]
+            at = at if len(at) else g[g["trained_at"].isna()]
+            if not len(at):
+                continue
+            m = at.groupby("setting")[["l0", *metrics]].mean()
+            row = {"variant": v, "width": w, "target_l0": ref, "l0_min": m["l0"].min(), "l0_max": m["l0"].max()}
+            exact = len(m) == 1 and at["trained_at"].notna().all()
+            if exact:
+                row.update({"l0": float(m["l0"].iloc[0]), **{k: float(m[k].iloc[0]) for k in metrics}})
+                f1_seeds, inside = at.groupby("seed")["f1"].mean().tolist(), True
+            else:
+                row["l0"] = float(ref)
+                for k in metrics:
+                    row[k], inside = _interp(m["l0"].to_numpy(), m[k].to_numpy(), ref)
+                f1_seeds = [_interp(gs.groupby("setting")["l0"].mean().to_numpy(),
+                                    gs.groupby("setting")["f1"].mean().to_numpy(), ref)[0]
+                            for _, gs in at.groupby("seed")]
+            row["method"] = "exact" if exact else "interpolated"
+            row["f1_sd"] = float(np.std(f1_seeds, ddof=1)) if len(f1_seeds) > 1 else float("nan")
+            row["n_seeds"] = len(f1_seeds)
+            row["matched"] = inside
+            rows.append(row)
+    board = pd.DataFrame(rows).sort_values(["width", "target_l0", "f1"], ascending=[True, True, False],
+                                           kind="stable").reset_index(drop=True)
+    board.insert(0, "rank", board.groupby(["width", "target_l0"]).cumcount() + 1)
     return board
 
 
@@ -331,9 +416,13 @@ def leaderboard_markdown(board: pd.DataFrame, cfg: BenchmarkConfig | None = None
     cols = [c for c in board.columns if c not in ("matched",)]
     at = ("the data's true L0" if cfg is not None and cfg.match_l0 == "all" else
           "each width's matched L0 (the true L0 of its `width` most frequent features)")
+    if cfg is not None and cfg.target_l0 is not None:
+        at = "the experiment's target L0s"
     lines = [f"# SAE leaderboard ({cfg.name if cfg else ''})", "",
-             f"Metrics are seed means, interpolated (linearly in log L0) at {at}, `target_l0`; "
-             "`*` marks variants whose L0 range does not bracket it (the nearest run is shown). "
+             f"Metrics are seed means at {at}, `target_l0`: `exact` rows were trained at it (a controller on the "
+             "sparsity coefficient, or k = target; `l0` is their measured L0), `interpolated` rows are "
+             "interpolated linearly in log L0 between sparsity settings; `*` marks those whose L0 range does "
+             "not bracket the target (the nearest run is shown). "
              "`mmcs`: Sharkey et al.'s mean max signed cosine; `absorption`: Chanin et al.'s full-absorption "
              "rate and `absorption_fraction` Till's fraction, both as SAEBench computes them, with the true "
              "parent vectors as probes; `absorption_gap`: P(parent latent | parent, no child) − "
@@ -352,8 +441,11 @@ def pareto_table(df: pd.DataFrame) -> pd.DataFrame:
     """The Pareto figure's points: per (variant, width, sparsity setting) the seed means of L0 and each
     plotted metric, with the width's target L0."""
     cols = ["l0", *(m for m, _ in PARETO)]
-    keys = ["variant", "width", "sparsity_param", "sparsity_value"]
-    t = df.groupby(keys, sort=False).agg(**{c: (c, "mean") for c in cols}, target_l0=("target_l0", "first"),
+    if "setting" not in df:  # a sweep without settings' tags: one setting per sparsity value
+        df = df.assign(setting=[f"{p}{v:g}" for p, v in zip(df["sparsity_param"], df["sparsity_value"], strict=True)])
+    keys = ["variant", "width", "setting"]
+    t = df.groupby(keys, sort=False).agg(**{c: (c, "mean") for c in cols}, sparsity_param=("sparsity_param", "first"),
+                                         sparsity_value=("sparsity_value", "mean"), target_l0=("target_l0", "first"),
                                          n_seeds=("seed", "nunique"))
     return t.reset_index()
 

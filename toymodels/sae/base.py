@@ -9,68 +9,46 @@ The optimised loss is the sum over K, so each SAE's gradient is exactly what it 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
-from toymodels.errors import check
+from toymodels.errors import ConfigError, check
 from toymodels.seeding import generator
 
-K_ANNEAL_FRAC = 0.5
-"""Fraction of training over which k falls from `k_start` to `k`."""
-VARIANTS = ("relu", "relu_april", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")
-"""Trainable variants; each exports to a SAELens architecture (see `ARCHITECTURE`)."""
-ARCHITECTURE = {"relu": "standard", "relu_april": "standard", "topk": "topk", "batchtopk": "jumprelu",
-                "jumprelu": "jumprelu", "gated": "gated", "matryoshka": "jumprelu"}
-"""SAELens architecture each variant exports as."""
+
+class _ConfigFactory(type):
+    """Calling the base `SAEConfig(variant=..., **fields)` builds that variant's config (registry.make_config);
+    calling a variant's own config class is the plain dataclass constructor."""
+
+    def __call__(cls, *args, **kwargs):
+        if cls is SAEConfig:
+            from toymodels.sae.registry import make_config
+
+            if args:
+                raise ConfigError("SAEConfig: pass fields by keyword (variant=..., d_in=..., ...)")
+            return make_config(**kwargs)
+        return super().__call__(*args, **kwargs)
 
 
 @dataclass
-class SAEConfig:
-    """One sparse autoencoder: what is trained (the training loop itself is `SAETrainConfig`)."""
+class SAEConfig(metaclass=_ConfigFactory):
+    """Fields every SAE has. Each variant subclasses it with its own fields (registry.py says how);
+    `SAEConfig(variant="topk", d_in=..., k=...)` builds the named variant's config."""
 
-    variant: str = "topk"
-    """relu (L1, unit-norm decoder), relu_april (L1 weighted by decoder norms, free decoder), topk, batchtopk,
-    jumprelu, gated, matryoshka (BatchTopK with nested prefix losses)."""
+    variant: ClassVar[str] = ""
+    """Registered variant name (set by `register_variant`)."""
+    sparsity_field: ClassVar[str | None] = None
+    """The field a benchmark sweeps to vary sparsity (None: the variant has none)."""
+    pack_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields (or properties) that must be equal for SAEs to share one packed module."""
+
     d_in: int = 32
     """Input dimension (≥ 1); must match the data."""
     d_sae: int = 64
     """Number of latents L (≥ 1)."""
-    k: int = 4
-    """TopK / BatchTopK / Matryoshka: active latents per sample (1 ≤ k ≤ d_sae); BatchTopK keeps k·batch
-    per batch."""
-    k_start: int | None = None
-    """topk / batchtopk / matryoshka: if set (≥ k), training starts at this k and lowers it linearly to k over
-    the first `K_ANNEAL_FRAC` of training: the slack early lets latents find their features, the exact budget
-    late keeps decoder rows from absorbing interference."""
-    l1_coeff: float = 1.0
-    """relu / relu_april / gated: sparsity penalty coefficient (≥ 0) on (normalised) activations."""
-    l1_warmup_frac: float = 0.05
-    """Fraction of training over which the L1 / L0 coefficient ramps linearly from 0 (in [0, 1))."""
-    l0_coeff: float = 0.5
-    """jumprelu: coefficient (≥ 0) of the L0 penalty (expected active latents per sample)."""
-    bandwidth: float = 0.3
-    """jumprelu: straight-through-estimator rectangle-kernel width ε (> 0), in normalised data units."""
-    threshold_init: float = 0.1
-    """jumprelu: initial threshold θ (> 0), in normalised data units (the parameter is log θ)."""
-    threshold_lr_scale: float = 1.0
-    """jumprelu: learning-rate multiplier (> 0) of log θ. Adam moves log θ by about lr per step, so short runs
-    need a larger one for the thresholds to leave `threshold_init` (SAEs with different values train in
-    different packs)."""
-    aux_k: int | None = None
-    """topk / batchtopk / matryoshka: latents in the dead-latent aux loss; None → d_in // 2 (≥ 1 if given)."""
-    aux_coeff: float = 1 / 32
-    """Weight (≥ 0) of the TopK-family aux-k loss (Gao et al. use 1/32)."""
-    prefixes: list | None = None
-    """matryoshka: increasing prefix sizes ending at d_sae, e.g. [8, 16, 32, 64];
-    None → d_sae/8, /4, /2, /1."""
-    prefix_weights: list | None = None
-    """matryoshka: weight (≥ 0) of each prefix's reconstruction loss, one per prefix; None → all 1 (the plain
-    sum, as SAELens). Smaller inner weights trade nesting for less feature hedging in the inner latents
-    (Nabeshima's sampled prefix lengths are this, in expectation)."""
-    threshold_momentum: float = 0.99
-    """batchtopk / matryoshka: EMA momentum (in [0, 1)) of the inference threshold (min kept activation)."""
     b_dec_init: str = "mean"
     """Decoder bias init: mean (of the first data batch) or zero."""
     init_scale: float = 1.0
@@ -82,56 +60,24 @@ class SAEConfig:
 
     def __post_init__(self):
         check_types(self)
-        check(self.variant in VARIANTS, "variant", f"one of {', '.join(VARIANTS)}", self.variant)
         for f in ("d_in", "d_sae"):
             check(_is_int(getattr(self, f)) and getattr(self, f) >= 1, f, "an integer ≥ 1", getattr(self, f))
-        check(_is_int(self.k) and 1 <= self.k <= self.d_sae, "k", f"an integer in [1, d_sae={self.d_sae}]",
-              self.k)
-        check(self.k_start is None or (_is_int(self.k_start) and self.k <= self.k_start <= self.d_sae), "k_start",
-              f"null or an integer in [k={self.k}, d_sae={self.d_sae}]", self.k_start)
-        for f in ("l1_coeff", "l0_coeff", "aux_coeff"):
-            check(_is_num(getattr(self, f)) and getattr(self, f) >= 0, f, "a number ≥ 0", getattr(self, f))
-        for f in ("bandwidth", "threshold_init", "threshold_lr_scale", "init_scale"):
-            check(_is_num(getattr(self, f)) and getattr(self, f) > 0, f, "a number > 0", getattr(self, f))
-        check(_is_num(self.l1_warmup_frac) and 0 <= self.l1_warmup_frac < 1, "l1_warmup_frac", "in [0, 1)",
-              self.l1_warmup_frac)
-        check(_is_num(self.threshold_momentum) and 0 <= self.threshold_momentum < 1, "threshold_momentum",
-              "in [0, 1)", self.threshold_momentum)
-        check(self.aux_k is None or (_is_int(self.aux_k) and 1 <= self.aux_k <= self.d_sae), "aux_k",
-              f"null or an integer in [1, d_sae={self.d_sae}]", self.aux_k)
+        check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", "a number > 0", self.init_scale)
         check(self.b_dec_init in ("mean", "zero"), "b_dec_init", "mean or zero", self.b_dec_init)
         check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
         check(self.name is None or isinstance(self.name, str), "name", "null or a string", self.name)
-        if self.prefixes is not None:
-            check(_is_list(self.prefixes), "prefixes", f"null or a list of increasing integers ending at "
-                  f"d_sae={self.d_sae}", self.prefixes)
-            p = list(self.prefixes)
-            ok = (len(p) >= 1 and all(_is_int(v) and v >= 1 for v in p)
-                  and all(a < b for a, b in zip(p, p[1:], strict=False)) and p[-1] == self.d_sae)
-            check(ok, "prefixes", f"increasing integers ending at d_sae={self.d_sae}", self.prefixes)
-        if self.prefix_weights is not None:
-            check(_is_list(self.prefix_weights), "prefix_weights", "null or a list of numbers ≥ 0",
-                  self.prefix_weights)
-            w, n = list(self.prefix_weights), len(self.prefix_sizes)
-            check(len(w) == n and all(_is_num(v) and v >= 0 for v in w), "prefix_weights",
-                  f"{n} numbers ≥ 0 (one per prefix {self.prefix_sizes})", self.prefix_weights)
+
+    @classmethod
+    def l0_settings(cls, target: float) -> list[dict] | None:
+        """Config fields that train this variant at L0 = `target`: one dict if that run lands on the target
+        (a controller, or k = target), several to interpolate between, None if the variant cannot be steered
+        (a benchmark then sweeps `sparsity_field` and interpolates)."""
+        return None
 
     @property
     def group_key(self) -> tuple:
         """SAEs with equal keys are packed into one tensor program."""
-        return (self.variant, self.d_in, self.d_sae, tuple(self.prefix_sizes), self.threshold_lr_scale)
-
-    @property
-    def prefix_sizes(self) -> list[int]:
-        if self.variant != "matryoshka":
-            return [self.d_sae]
-        if self.prefixes is not None:
-            return [int(v) for v in self.prefixes]
-        return sorted({max(1, self.d_sae // 2**i) for i in range(4)})  # d_sae/8, /4, /2, d_sae
-
-    @property
-    def k_aux(self) -> int:
-        return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae, self.d_in // 2))
+        return (self.variant, self.d_in, self.d_sae) + tuple(_frozen(getattr(self, f)) for f in self.pack_fields)
 
     @property
     def label(self) -> str:
@@ -142,16 +88,22 @@ def _is_list(v) -> bool:
     return isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig"
 
 
+def _frozen(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
 class PackedSAE(nn.Module):
     """K SAEs of one variant/width as one module. Shapes: K instances, B batch, D d_in, L d_sae."""
 
+    config_class: ClassVar[type] = SAEConfig
+    """The variant's config dataclass (set by `register_variant`)."""
     unit_norm_decoder = True
     """Keep decoder rows unit norm (renormalise after each step, project the row-parallel gradient out)."""
     apply_b_dec_to_input = True
 
     def __init__(self, cfgs: list[SAEConfig]):
         super().__init__()
-        check(len({c.group_key for c in cfgs}) == 1, "configs", "one variant/d_in/d_sae per PackedSAE",
+        check(len({c.group_key for c in cfgs}) == 1, "configs", "one variant/d_in/d_sae/pack key per PackedSAE",
               [c.label for c in cfgs])
         self.cfgs = cfgs
         c0 = cfgs[0]
@@ -162,7 +114,6 @@ class PackedSAE(nn.Module):
         self.W_enc_KDL = nn.Parameter(W_dec.transpose(1, 2).clone())
         self.b_enc_KL = nn.Parameter(torch.zeros(K, L))
         self.b_dec_KD = nn.Parameter(torch.zeros(K, D))
-        self.register_buffer("k_K", torch.tensor([c.k for c in cfgs]))
         self.coeff = {}  # name -> [K] float tensors of per-SAE coefficients
 
     def param_groups(self) -> list[dict]:
@@ -171,10 +122,16 @@ class PackedSAE(nn.Module):
 
     @torch.no_grad()
     def schedule(self, frac: float) -> None:
-        """Per-step schedules at training fraction `frac` ∈ [0, 1]: the k annealing of `SAEConfig.k_start`."""
-        if any(c.k_start is not None for c in self.cfgs):
-            left = max(0.0, 1.0 - frac / K_ANNEAL_FRAC)
-            self.k_K.copy_(torch.tensor([round(c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]))
+        """Per-step schedules at training fraction `frac` ∈ [0, 1] (e.g. TopK's k annealing); none here."""
+
+    @torch.no_grad()
+    def after_step(self, l0_K: torch.Tensor, frac: float, lr_factor: float = 1.0) -> None:
+        """After each optimiser step, with the batch's [K] mean active latents per sample and the step's
+        lr / peak lr (L0 controllers)."""
+
+    def summary(self, i: int) -> dict:
+        """Extra end-of-training values of SAE i for its history (e.g. a controlled coefficient)."""
+        return {}
 
     def per_sae(self, attr: str) -> torch.Tensor:
         """A [K] float tensor of config field `attr`."""

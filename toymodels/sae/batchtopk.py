@@ -11,12 +11,16 @@ autograd path (`decode_prefixes`)."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from toymodels.sae.base import PackedSAE, mse_K
-from toymodels.sae.topk import SPARSE_MAX_DENSITY, _SparseDecode, aux_k_loss
+from toymodels.config import _is_num
+from toymodels.errors import check
+from toymodels.sae.base import mse_K
+from toymodels.sae.registry import register_variant
+from toymodels.sae.topk import SPARSE_MAX_DENSITY, TopKFamily, TopKFamilyConfig, _SparseDecode
 
 PREFILTER_MARGINS = (0.1, 0.4)
 """Candidate lower bounds (1 − margin)·reference tried in turn before all positive entries."""
@@ -34,7 +38,7 @@ def select_entries(pre_KBL: torch.Tensor, k_K: torch.Tensor, ref_K: torch.Tensor
     pre = pre_KBL.detach().cpu().numpy()
     idx, vals, t_K = [], [], torch.zeros(K, dtype=pre_KBL.dtype)
     for i, (k, ref) in enumerate(zip(k_K.tolist(), ref_K.tolist(), strict=True)):
-        a, n = pre[i].reshape(-1), k * B
+        a, n = pre[i].reshape(-1), int(round(k * B))
         for lo in [(1 - m) * ref for m in PREFILTER_MARGINS if ref > 0] + [0.0]:
             cand = np.flatnonzero(a > lo)
             if cand.size >= n:
@@ -127,8 +131,23 @@ class _BatchTopKStep(torch.autograd.Function):
         return None, dW_enc, d_bias, dW_dec, db_dec, None
 
 
-class BatchTopKSAE(PackedSAE):
-    dead_KL: torch.Tensor | None = None  # set by the training loop each step
+@dataclass
+class BatchTopKConfig(TopKFamilyConfig):
+    """BatchTopK SAE: the TopK family's fields and the inference threshold's EMA momentum."""
+
+    fractional_k = True
+
+    threshold_momentum: float = 0.99
+    """EMA momentum (in [0, 1)) of the inference threshold (min kept activation)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(_is_num(self.threshold_momentum) and 0 <= self.threshold_momentum < 1, "threshold_momentum",
+              "in [0, 1)", self.threshold_momentum)
+
+
+@register_variant("batchtopk", BatchTopKConfig)
+class BatchTopKSAE(TopKFamily):
     sparse_max_density = SPARSE_MAX_DENSITY
     """Autograd path (`decode_prefixes`): decode through only the kept rows when at most this fraction of
     [B, L] is kept; else a dense bmm (on CPU the gathers of n·D floats lose to one dense product)."""
@@ -187,12 +206,6 @@ class BatchTopKSAE(PackedSAE):
     def _recon_losses(self, x_BD, pre_KBL, kept_KBL):
         (recon,) = self.decode_prefixes(pre_KBL, kept_KBL, [self.L])
         return {"mse": mse_K(x_BD, recon)}, recon
-
-    def _aux(self, x_BD, recon, pre):
-        if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
-            aux = aux_k_loss(x_BD, recon, pre, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux)
-            return {"aux": self.per_sae("aux_coeff") * aux}
-        return {}
 
     def loss_terms(self, x_BD, frac):
         if (self.fast_path and x_BD.device.type == "cpu"  # its index work runs in numpy

@@ -1,6 +1,7 @@
 """`toymodels sae train DATASET.safetensors --out DIR [key=value ...]`: train SAEs and export SAELens folders.
 
-A list value (e.g. `variant=[topk,jumprelu]`, `d_sae=[64,128]`) trains the product of all listed values."""
+A list value (e.g. `variant=[topk,jumprelu]`, `d_sae=[64,128]`) trains the product of all listed values; a key
+that a chosen variant does not have is an error. `--plugin my_sae.py` registers a user's variant first."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import itertools
 from pathlib import Path
 
 EXAMPLES = """examples:
-  toymodels sae train data.safetensors --out runs/saes variant=[topk,batchtopk,jumprelu] d_sae=128 k=4
+  toymodels sae train data.safetensors --out runs/saes variant=[topk,batchtopk,matryoshka] d_sae=128 k=4
   toymodels sae train data.safetensors --out runs/saes variant=relu "l1_coeff=[0.3,1,3]" steps=5000
+  toymodels sae train data.safetensors --plugin my_sae.py --out runs/saes variant=my_variant
 """
 
 
@@ -26,7 +28,9 @@ def register(sub) -> None:
     # argparse cannot mix positionals around an option, so key=value after `--out DIR` are collected by --out
     t.add_argument("args", nargs="+", metavar="DATASET [key=value ...]",
                    help="dataset file (safetensors with `hidden` [n_samples, d_in] float32), then key=value for any "
-                        "SAEConfig or SAETrainConfig field")
+                        "field of the chosen variant's config or of SAETrainConfig")
+    t.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                   help="import a user's SAE variant(s) first (repeatable)")
     t.add_argument("--out", nargs="+", required=True, metavar="DIR",
                    help="folder; one SAELens sub-folder per SAE (key=value may follow)")
     t.set_defaults(func=_train)
@@ -68,17 +72,36 @@ def run_key(cfg, tc, data_digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def split_keys(values: dict) -> tuple[dict, dict]:
+    """(SAE config keys, SAETrainConfig keys). `seed` goes to the SAEs; a key no variant and no training
+    field has is an error here, a key the chosen variant lacks is one when its config is built."""
+    from toymodels.errors import ConfigError
+    from toymodels.sae import SAETrainConfig
+    from toymodels.sae.registry import config_fields, variant_names
+
+    sae_keys = {"variant"}.union(*(config_fields(v) for v in variant_names()))
+    train_keys = {f.name for f in dataclasses.fields(SAETrainConfig)} - sae_keys
+    sae_kw, train_kw = {}, {}
+    for key, value in values.items():
+        if key not in sae_keys | train_keys:
+            raise ConfigError(f"{key}: unknown key; valid keys: {', '.join(sorted(sae_keys | train_keys))}")
+        (train_kw if key in train_keys else sae_kw)[key] = value
+    return sae_kw, train_kw
+
+
 def _train(args) -> None:
-    from toymodels.cli import parse_overrides, split_overrides
+    from toymodels.cli import parse_overrides
     from toymodels.groundtruth.files import load_dataset
     from toymodels.io import safe_join
     from toymodels.outdir import is_complete, lock, sha256
-    from toymodels.sae import SAEConfig, SAETrainConfig, export_saelens, load_saelens
+    from toymodels.sae import SAEConfig, SAETrainConfig, export_saelens, load_plugin, load_saelens
     from toymodels.sae.train import train_in_packs
 
+    for spec in args.plugin:
+        load_plugin(spec)
     dataset, overrides = Path(args.args[0]), args.args[1:] + args.out[1:]
     out = Path(args.out[0])
-    sae_kw, train_kw = split_overrides(parse_overrides(overrides), SAEConfig, SAETrainConfig)
+    sae_kw, train_kw = split_keys(parse_overrides(overrides))
     if isinstance(train_kw.get("betas"), list):
         train_kw["betas"] = tuple(train_kw["betas"])
     tc = SAETrainConfig(**train_kw)

@@ -14,6 +14,7 @@ from toymodels.config import _is_int, _is_num, from_dict, to_dict
 from toymodels.errors import ConfigError, DataFileError, short_repr
 from toymodels.io import environment, load_tensors, read_json
 from toymodels.sae.base import SAEConfig, TrainedSAE
+from toymodels.sae.registry import get_variant, variant_names
 
 SAELENS_VERSION = "6.0.0"
 """Layout version we write (SAELens ≥ 6 reads it without its pre-6 conversions)."""
@@ -105,12 +106,15 @@ def load_saelens(path) -> TrainedSAE:
         n_L = t["W_dec"].norm(dim=-1)  # fold: same function with unit-norm decoder rows
         t["W_dec"], t["W_enc"], t["b_enc"] = t["W_dec"] / n_L[:, None], t["W_enc"] * n_L, t["b_enc"] * n_L
     meta = cfg.get("metadata") or {}
-    own = meta.get("toymodels_config")
-    try:
+    variant = meta.get("toymodels_variant")
+    try:  # a variant not registered in this process (a plugin not loaded) reads as its architecture's default
+        own = meta.get("toymodels_config")
         if own is not None and not isinstance(own, dict):
             raise ConfigError(f"must be a JSON object, got {type(own).__name__}")
-        sae_cfg = from_dict(SAEConfig, own) if own is not None else \
-            SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, k=k or 1)
+        if own is not None and variant in variant_names():
+            sae_cfg = from_dict(get_variant(variant).config, own)
+        else:
+            sae_cfg = SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, **({"k": k} if k else {}))
     except ConfigError as e:
         raise DataFileError(f"{cfg_path}: metadata.toymodels_config is invalid ({e})") from None
     if (sae_cfg.d_in, sae_cfg.d_sae) != (D, L):

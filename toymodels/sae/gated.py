@@ -4,12 +4,22 @@ where x̂_frozen decodes ReLU(π_gate) through a frozen (detached) copy of the d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from toymodels.sae.base import PackedSAE, mse_K, warm
+from toymodels.sae.base import mse_K
+from toymodels.sae.penalty import L1Config, PenaltySAE
+from toymodels.sae.registry import register_variant
 
 
-class GatedSAE(PackedSAE):
+@dataclass
+class GatedConfig(L1Config):
+    """Gated SAE (no fields beyond `L1Config`; the L1 penalty is on ReLU(π_gate))."""
+
+
+@register_variant("gated", GatedConfig)
+class GatedSAE(PenaltySAE):
     def __init__(self, cfgs):
         super().__init__(cfgs)
         del self.b_enc_KL  # gated has b_gate / b_mag instead
@@ -32,7 +42,7 @@ class GatedSAE(PackedSAE):
         pi_gate, mag = self._paths(x_BD)
         acts = (pi_gate > 0) * mag
         gate = torch.relu(pi_gate)
-        lam = warm(self.per_sae("l1_coeff"), frac, self.per_sae("l1_warmup_frac"))
+        lam = self.sparsity_coeff(frac)
         frozen = torch.baddbmm(self.b_dec_KD.detach()[:, None, :], gate, self.W_dec_KLD.detach())
         losses = {"mse": mse_K(x_BD, self.decode(acts)), "l1": lam * gate.sum(-1).mean(-1),
                   "aux": mse_K(x_BD, frozen)}

@@ -6,10 +6,15 @@ The step function's gradient w.r.t. θ uses a straight-through estimator with a 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from toymodels.sae.base import PackedSAE, mse_K, warm
+from toymodels.config import _is_num
+from toymodels.errors import check
+from toymodels.sae.base import mse_K
+from toymodels.sae.penalty import PenaltyConfig, PenaltySAE
+from toymodels.sae.registry import register_variant
 
 
 def _rect(u):
@@ -43,7 +48,31 @@ class _Step(torch.autograd.Function):
         return torch.zeros_like(z), g_theta, None
 
 
-class JumpReLUSAE(PackedSAE):
+@dataclass
+class JumpReLUConfig(PenaltyConfig):
+    """JumpReLU SAE: per-latent thresholds trained through a straight-through estimator, L0 penalty."""
+
+    sparsity_field = "l0_coeff"
+    pack_fields = ("threshold_lr_scale",)
+    l0_coeff: float = 0.5
+    """Coefficient (≥ 0) of the L0 penalty (expected active latents per sample)."""
+    bandwidth: float = 0.3
+    """Straight-through-estimator rectangle-kernel width ε (> 0), in normalised data units."""
+    threshold_init: float = 0.1
+    """Initial threshold θ (> 0), in normalised data units (the parameter is log θ)."""
+    threshold_lr_scale: float = 1.0
+    """Learning-rate multiplier (> 0) of log θ. Adam moves log θ by about lr per step, so short runs need a
+    larger one for the thresholds to leave `threshold_init` (SAEs with different values train in different
+    packs)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for f in ("bandwidth", "threshold_init", "threshold_lr_scale"):
+            check(_is_num(getattr(self, f)) and getattr(self, f) > 0, f, "a number > 0", getattr(self, f))
+
+
+@register_variant("jumprelu", JumpReLUConfig)
+class JumpReLUSAE(PenaltySAE):
     """loss = ‖x − x̂‖² + λ · E[‖f‖₀] (λ warmed up), unit-norm decoder rows."""
 
     def __init__(self, cfgs):
@@ -71,7 +100,7 @@ class JumpReLUSAE(PackedSAE):
         theta, eps = self._theta(), self.per_sae("bandwidth")[:, None, None]
         acts = _JumpReLU.apply(z, theta, eps)
         l0 = _Step.apply(z, theta, eps).sum(-1).mean(-1)
-        lam = warm(self.per_sae("l0_coeff"), frac, self.per_sae("l1_warmup_frac"))
+        lam = self.sparsity_coeff(frac)
         losses = {"mse": mse_K(x_BD, self.decode(acts)), "l0": lam * l0}
         return losses, (acts > 0).sum(1)
 

@@ -3,12 +3,27 @@ L1 penalty weighted by decoder row norms, no decoder-bias subtraction at the inp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from toymodels.sae.base import PackedSAE, mse_K, warm
+from toymodels.sae.base import mse_K
+from toymodels.sae.penalty import L1Config, PenaltySAE
+from toymodels.sae.registry import register_variant
 
 
-class ReluSAE(PackedSAE):
+@dataclass
+class ReluConfig(L1Config):
+    """ReLU SAE with an L1 penalty and unit-norm decoder rows (no fields beyond `L1Config`)."""
+
+
+@dataclass
+class ReluAprilConfig(L1Config):
+    """Anthropic's April 2024 ReLU SAE (no fields beyond `L1Config`; init_scale ≈ 0.1 is conventional)."""
+
+
+@register_variant("relu", ReluConfig)
+class ReluSAE(PenaltySAE):
     """f = ReLU((x − b_dec) W_enc + b_enc); loss = ‖x − x̂‖² + λ‖f‖₁ with unit-norm decoder rows."""
 
     def encode(self, x_BD):
@@ -19,19 +34,16 @@ class ReluSAE(PackedSAE):
 
     def loss_terms(self, x_BD, frac):
         acts = self.encode(x_BD)
-        lam = warm(self.per_sae("l1_coeff"), frac, self.per_sae("l1_warmup_frac"))
-        losses = {"mse": mse_K(x_BD, self.decode(acts)), "l1": lam * self._penalty(acts)}
+        losses = {"mse": mse_K(x_BD, self.decode(acts)), "l1": self.sparsity_coeff(frac) * self._penalty(acts)}
         return losses, (acts > 0).sum(1)
 
 
+@register_variant("relu_april", ReluAprilConfig)
 class ReluAprilSAE(ReluSAE):
     """April update: f = ReLU(x W_enc + b_enc), penalty λ Σ_i f_i ‖W_dec,i‖, decoder unconstrained."""
 
     unit_norm_decoder = False
     apply_b_dec_to_input = False
-
-    def __init__(self, cfgs):
-        super().__init__(cfgs)
 
     def _penalty(self, acts_KBL):
         return torch.einsum("kbl,kl->kb", acts_KBL, self.W_dec_KLD.norm(dim=-1)).mean(-1)

@@ -4,9 +4,19 @@ The decoder uses only the k active rows (`sparse_decode`: a gather + sum, whose 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
-from toymodels.sae.base import PackedSAE, mse_K
+from toymodels.config import _is_int, _is_num
+from toymodels.errors import check
+from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
+from toymodels.sae.registry import register_variant
+
+K_ANNEAL_FRAC = 0.5
+"""Fraction of training over which k falls from `k_start` to `k`."""
 
 SPARSE_MAX_DENSITY = 0.02
 """Decode through only the active rows when at most this fraction of the latents is active per sample; above it
@@ -69,10 +79,93 @@ def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int):
     return torch.where(dead_KL.any(-1), err / base, torch.zeros_like(err))
 
 
-class TopKSAE(PackedSAE):
+@dataclass
+class TopKFamilyConfig(SAEConfig):
+    """Shared fields of the TopK family (TopK, BatchTopK, Matryoshka): a k budget, optional k annealing and the
+    aux-k dead-latent loss."""
+
+    sparsity_field = "k"
+    pack_fields = ("k_aux",)
+    fractional_k: ClassVar[bool] = False
+    """Whether k may be fractional (a batch-level budget: BatchTopK keeps round(k·batch) entries)."""
+    k: float = 4
+    """Active latents per sample, in [1, d_sae]: an integer for TopK; BatchTopK/Matryoshka keep round(k·batch)
+    per batch, so any number works there."""
+    target_l0: float | None = None
+    """If set (in (0, d_sae]), the L0 to train at: sets k = target_l0 (TopK: must be an integer)."""
+    k_start: int | None = None
+    """If set (k ≤ k_start ≤ d_sae), training starts at this k and lowers it linearly to k over the first
+    `K_ANNEAL_FRAC` of training: the slack early lets latents find their features, the exact budget late keeps
+    decoder rows from absorbing interference."""
+    aux_k: int | None = None
+    """Latents in the dead-latent aux loss; None → d_in // 2 (in [1, d_sae] if given)."""
+    aux_coeff: float = 1 / 32
+    """Weight (≥ 0) of the aux-k loss (Gao et al. use 1/32)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        kind = "a number" if self.fractional_k else "an integer"
+        if self.target_l0 is not None:
+            check(_is_num(self.target_l0) and 0 < self.target_l0 <= self.d_sae, "target_l0",
+                  f"null or a number in (0, d_sae={self.d_sae}]", self.target_l0)
+            check(self.fractional_k or float(self.target_l0).is_integer(), "target_l0",
+                  f"an integer for {self.variant} (k = target_l0 latents per sample)", self.target_l0)
+            self.k = int(self.target_l0) if float(self.target_l0).is_integer() else float(self.target_l0)
+        check((_is_num(self.k) if self.fractional_k else _is_int(self.k)) and 1 <= self.k <= self.d_sae, "k",
+              f"{kind} in [1, d_sae={self.d_sae}]", self.k)
+        check(self.k_start is None or (_is_int(self.k_start) and self.k <= self.k_start <= self.d_sae), "k_start",
+              f"null or an integer in [k={self.k}, d_sae={self.d_sae}]", self.k_start)
+        check(self.aux_k is None or (_is_int(self.aux_k) and 1 <= self.aux_k <= self.d_sae), "aux_k",
+              f"null or an integer in [1, d_sae={self.d_sae}]", self.aux_k)
+        check(_is_num(self.aux_coeff) and self.aux_coeff >= 0, "aux_coeff", "a number ≥ 0", self.aux_coeff)
+
+    @classmethod
+    def l0_settings(cls, target: float) -> list[dict]:
+        """k = target; a TopK target between integers is bracketed by k = ⌊t⌋ … ⌈t⌉ + 1 (to interpolate in the
+        measured L0, which is below k where ReLU zeroes a selected negative pre-activation)."""
+        if cls.fractional_k or float(target).is_integer():
+            return [{"target_l0": target}]
+        return [{"k": k} for k in range(max(1, math.floor(target)), math.ceil(target) + 2)]
+
+    @property
+    def k_aux(self) -> int:
+        return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae, self.d_in // 2))
+
+
+class TopKFamily(PackedSAE):
+    """Mixin of the TopK family: the per-SAE k buffer `k_K` with its annealing, and the aux-k loss."""
+
+    dead_KL: torch.Tensor | None = None  # [K, L], set by the training loop each step
+
+    def __init__(self, cfgs):
+        super().__init__(cfgs)
+        self.register_buffer("k_K", torch.tensor([float(c.k) for c in cfgs], dtype=torch.float64))
+
+    @torch.no_grad()
+    def schedule(self, frac):
+        """k annealing (`k_start` → k over the first K_ANNEAL_FRAC of training)."""
+        if any(c.k_start is not None for c in self.cfgs):
+            left = max(0.0, 1.0 - frac / K_ANNEAL_FRAC)
+            k = [(c, c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]
+            self.k_K.copy_(torch.tensor([float(round(v)) if _is_int(c.k) else v for c, v in k]))
+
+    def _aux(self, x_BD, recon_KBD, pre_KBL) -> dict:
+        """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""
+        if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
+            aux = aux_k_loss(x_BD, recon_KBD, pre_KBL, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux)
+            return {"aux": self.per_sae("aux_coeff") * aux}
+        return {}
+
+
+@dataclass
+class TopKConfig(TopKFamilyConfig):
+    """TopK SAE (no fields beyond `TopKFamilyConfig`)."""
+
+
+@register_variant("topk", TopKConfig)
+class TopKSAE(TopKFamily):
     """f = TopK_k(ReLU((x − b_dec) W_enc + b_enc)); loss = ‖x − x̂‖² + α · aux-k."""
 
-    dead_KL: torch.Tensor | None = None  # set by the training loop each step
     sparse_max_density = SPARSE_MAX_DENSITY
     """Decode through only the k active rows when k/L is at most this; else scatter and a dense bmm."""
 
@@ -97,10 +190,7 @@ class TopKSAE(PackedSAE):
             recon = sparse_decode(vals, idx, self.W_dec_KLD, self.b_dec_KD)
         else:  # dense product is faster on CPU above a few percent active
             recon = self.decode(torch.zeros_like(pre).scatter(-1, idx, vals))
-        losses = {"mse": mse_K(x_BD, recon)}
-        if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
-            aux = aux_k_loss(x_BD, recon, pre, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux)
-            losses["aux"] = self.per_sae("aux_coeff") * aux
+        losses = {"mse": mse_K(x_BD, recon), **self._aux(x_BD, recon, pre)}
         fired = torch.zeros_like(pre[:, 0, :]).scatter_add_(-1, idx.flatten(1), (vals > 0).flatten(1).float())
         return losses, fired
 

@@ -17,17 +17,8 @@ from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
 from toymodels.errors import ConfigError, DivergenceError, check
 from toymodels.progress import progress
 from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
-from toymodels.sae.batchtopk import BatchTopKSAE
-from toymodels.sae.gated import GatedSAE
-from toymodels.sae.jumprelu import JumpReLUSAE
-from toymodels.sae.matryoshka import MatryoshkaSAE
-from toymodels.sae.relu import ReluAprilSAE, ReluSAE
+from toymodels.sae.registry import get_variant
 from toymodels.sae.resample import resample_dead
-from toymodels.sae.topk import TopKSAE
-
-CLASSES: dict[str, type[PackedSAE]] = {
-    "relu": ReluSAE, "relu_april": ReluAprilSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE,
-    "jumprelu": JumpReLUSAE, "gated": GatedSAE, "matryoshka": MatryoshkaSAE}
 
 
 @dataclass
@@ -132,6 +123,11 @@ def _check_data(data, cfgs: list[SAEConfig]) -> None:
                           f"{type(data).__name__}")
 
 
+def pack(cfgs: list[SAEConfig]) -> PackedSAE:
+    """One packed module holding `cfgs` (one variant and pack key)."""
+    return get_variant(cfgs[0].variant).module(cfgs)
+
+
 def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None) -> list[TrainedSAE]:
     """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form."""
     from toymodels.budget import check_memory, sae_bytes
@@ -155,10 +151,10 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
         check(ms > 0 and math.isfinite(ms), "data", "not all zero (normalize needs E‖x‖² > 0)", None)
         scale = math.sqrt(D / ms)
 
-    groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
-        groups.setdefault(c.group_key + (c.k_aux,), []).append(i)
-    mods = {key: CLASSES[configs[idx[0]].variant]([configs[i] for i in idx]) for key, idx in groups.items()}
+        check(isinstance(c, SAEConfig) and c.variant, f"configs[{i}]", "a registered variant's SAEConfig", c)
+    groups = {configs[idx[0]].group_key: idx for idx in pack_indices(configs)}
+    mods: dict[tuple, PackedSAE] = {key: pack([configs[i] for i in idx]) for key, idx in groups.items()}
     for m in mods.values():
         m.init_from_data(first * scale)
         m.post_step()
@@ -192,6 +188,7 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
             opts[key].step()
             m.post_step()
             with torch.no_grad():
+                m.after_step(fired_KL.sum(-1) / x.shape[0], frac, lr_factor(step, tc))
                 since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[0])
                 if tc.resample_min_rate:
                     fires[key] += fired_KL
@@ -224,7 +221,7 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
         m.eval()
         for j, i in enumerate(groups[key]):
             arch, t, extra = m.inference(j)
-            hist[i].update(steps_done=step, seconds=seconds, scale=scale)
+            hist[i].update(steps_done=step, seconds=seconds, scale=scale, **m.summary(j))
             out[i] = fold_scale(configs[i], arch, t, extra, scale, m.apply_b_dec_to_input, hist[i])
     return out
 
@@ -242,7 +239,7 @@ def pack_indices(configs: list[SAEConfig]) -> list[list[int]]:
     """Indices of `configs` grouped the way `train_saes` packs them (first-appearance order)."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
-        groups.setdefault(c.group_key + (c.k_aux,), []).append(i)
+        groups.setdefault(c.group_key, []).append(i)
     return list(groups.values())
 
 
