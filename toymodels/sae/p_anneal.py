@@ -90,7 +90,7 @@ class PAnnealSAE(ReluSAE):
     @torch.no_grad()
     def schedule(self, frac):
         """At most one p update per step (as the reference), with the coefficient adjustment."""
-        if self.n_updates >= len(self.p_values) or frac < self.update_at[self.n_updates]:
+        if self.n_updates >= len(self.p_values) or frac < self.update_at[self.n_updates] - 1e-9:  # float slack
             return
         if self.next_p is not None and self.queue:
             now_K, nxt_K = torch.stack(self.queue).mean(0).unbind(-1)
