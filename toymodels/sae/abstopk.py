@@ -1,4 +1,4 @@
-"""AbsTopK SAE (Zhu et al. 2025, "AbsTopK: Rethinking Sparse Autoencoders For Bidirectional Features"; SAELens
+"""AbsTopK SAE ("AbsTopK: Rethinking Sparse Autoencoders For Bidirectional Features", arXiv 2510.00404; SAELens
 `abstopk`): keep each sample's k pre-activations of largest |value| with their sign (no ReLU), so one latent
 can stand for a feature and its negation. The aux-k loss ranks dead latents by |pre-activation| too."""
 

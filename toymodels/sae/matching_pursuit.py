@@ -41,11 +41,12 @@ def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False):
     with torch.no_grad():
         if gram:
             c_KBL = torch.bmm(s_KBD, W_KLD.transpose(1, 2))
-            G_KLL = torch.bmm(W_KLD, W_KLD.transpose(1, 2))
+            G_RL = torch.bmm(W_KLD, W_KLD.transpose(1, 2)).reshape(K * L, L)  # row k·L + l: W[k, l]·W[k]ᵀ
     for step in range(int(k_K.max())):
         with torch.no_grad():
             corr = c_KBL if gram else torch.bmm(resid, W_KLD.transpose(1, 2))
-            i_KB = corr.relu().argmax(-1)
+            # argmax without SAELens's ReLU: when every correlation is ≤ 0 either pick gets v = 0 and stops
+            i_KB = corr.argmax(-1)
         d_KBD = W_KLD[inst, i_KB]
         v_KB = torch.relu(torch.linalg.vecdot(resid, d_KBD)) * (~done_KB)
         resid = resid - v_KB[..., None] * d_KBD
@@ -53,8 +54,9 @@ def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False):
             new_KB = (v_KB > 0) & ~support_KBL.gather(-1, i_KB[..., None])[..., 0]
             support_KBL.scatter_(-1, i_KB[..., None], new_KB[..., None] | support_KBL.gather(-1, i_KB[..., None]))
             done_KB |= ~new_KB | (resid.norm(dim=-1) < thr_K[:, None]) | (step + 1 >= k_K[:, None])
-            if gram:
-                c_KBL -= v_KB[..., None] * G_KLL[inst, i_KB]
+            if gram:  # c −= v · G[i], one fused pass over [K, B, L]
+                rows = G_RL.index_select(0, (i_KB + inst * L).flatten()).view(K, B, L)
+                c_KBL.addcmul_(v_KB[..., None], rows, value=-1.0)
         vals.append(v_KB)
         idxs.append(i_KB)
         news.append(new_KB)
