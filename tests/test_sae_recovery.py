@@ -97,6 +97,8 @@ V2_TARGET = {"abstopk": 0.985, "matching_pursuit": 0.99, "p_anneal": 0.95, "jump
              "jumprelu_quadratic": 0.99, "jumprelu_pre_act": 0.99, "matryoshka_aux": 0.99}
 """As TARGET: the TopK family and JumpReLU modes ≥ 0.99, p-anneal (an L1 SAE until annealing) ≥ 0.95; AbsTopK
 ≥ 0.985 (its best setting tried falls just short of 0.99 on these non-negative features: README)."""
+V2_MAX_DEAD = {"abstopk": 3}
+"""AbsTopK leaves up to 3 latents dead: one signed latent covers two features, positive and negative (README)."""
 
 
 @pytest.mark.slow
@@ -108,7 +110,7 @@ def test_v2_variant_recovers_planted_features(key):
     print(f"{key}: MMCS {' '.join(f'{m:.4f}' for m in scores)}, most dead {dead}")  # visible with -s
     assert statistics.median(scores) >= V2_TARGET[key], f"{key}: MMCS per seed {scores}"
     assert min(scores) >= V2_TARGET[key] - WORST_SLACK, f"{key}: MMCS per seed {scores}"
-    assert dead <= MAX_DEAD, f"{key}: {dead} dead latents"
+    assert dead <= V2_MAX_DEAD.get(key, MAX_DEAD), f"{key}: {dead} dead latents"
 
 
 @pytest.mark.slow
