@@ -73,7 +73,7 @@ def test_saelens_round_trip_every_architecture(tmp_path):
         assert ours.cfg == s.cfg and ours.history["loss"] == s.history["loss"]
         meta = cfg["metadata"]  # provenance: config (with seed) and package versions to rerun it
         assert meta["toymodels_config"]["seed"] == s.cfg.seed and "torch" in meta["toymodels_environment"]
-    assert archs == {"standard", "topk", "jumprelu", "gated"}
+    assert archs == {"standard", "topk", "abstopk", "jumprelu", "gated", "matching_pursuit"}
 
 
 def test_export_folds_normalisation_and_decoder_norms():

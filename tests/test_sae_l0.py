@@ -6,7 +6,7 @@ import torch
 
 from toymodels.errors import ConfigError
 from toymodels.sae import SAEConfig, SAETrainConfig, get_variant, train_saes
-from toymodels.sae.registry import builtin_variants
+from toymodels.sae.registry import builtin_variants, config_fields
 
 PENALTY = {"relu": {}, "relu_april": {}, "gated": {},
            # thresholds must be able to follow the controller: Adam moves log θ by ~lr·scale per step
@@ -74,7 +74,7 @@ def test_topk_family_takes_k_equal_target():
     assert s.history["L0"][-1] == pytest.approx(2.5, abs=1 / 512)  # round(k·B) entries kept per batch
 
 
-@pytest.mark.parametrize("variant", builtin_variants())
+@pytest.mark.parametrize("variant", [v for v in builtin_variants() if "target_l0" in config_fields(v)])
 @pytest.mark.parametrize("target", [25, -1, 0])
 def test_impossible_target_is_a_one_line_error(variant, target):
     with pytest.raises(ConfigError, match=r"^target_l0: must be null or a number in \(0, d_sae=24\], got"):
@@ -114,3 +114,11 @@ def test_benchmark_reports_rows_at_exact_l0(tmp_path):
                                     kind="benchmark")))
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert list(board["method"]) == ["interpolated"] * 2 and list(board["target_l0"]) == [2.0, 3.5]
+
+
+def test_matching_pursuit_has_no_exact_l0():
+    """Matching Pursuit's L0 stays at or below k, so k = target cannot land on the target: it has no `target_l0`
+    (a one-line error naming the variant) and the leaderboard interpolates it between k settings."""
+    assert get_variant("matching_pursuit").config.l0_settings(5.7) is None
+    with pytest.raises(ConfigError, match="^target_l0: not a field of variant matching_pursuit"):
+        SAEConfig(variant="matching_pursuit", d_sae=24, target_l0=5)

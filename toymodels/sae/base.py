@@ -227,7 +227,7 @@ class TrainedSAE:
 
     cfg: SAEConfig
     architecture: str
-    """standard, topk, jumprelu or gated."""
+    """standard, topk, abstopk, jumprelu, gated or matching_pursuit."""
     W_enc: torch.Tensor
     """[d_in, d_sae]."""
     W_dec: torch.Tensor
@@ -243,7 +243,9 @@ class TrainedSAE:
     r_mag: torch.Tensor | None = None
     apply_b_dec_to_input: bool = True
     k: int | None = None
-    """topk architecture: active latents per sample."""
+    """topk / abstopk: active latents per sample; matching_pursuit: the most pursuit steps (max_iterations)."""
+    residual_threshold: float = 0.0
+    """matching_pursuit: a sample stops once its residual norm is below this (0: never)."""
     scale: float = 1.0
     """Normalisation factor the SAE was trained with (x·scale), already folded into the tensors."""
     history: dict = field(default_factory=dict)
@@ -256,6 +258,10 @@ class TrainedSAE:
     def encode(self, x_ND: torch.Tensor) -> torch.Tensor:
         """[N, d_in] → [N, d_sae] activations."""
         s = self._sae_in(x_ND)
+        if self.architecture == "matching_pursuit":
+            from toymodels.sae.matching_pursuit import pursue
+
+            return pursue(s[None], self.W_dec[None], self.k, self.residual_threshold)[0][0]
         if self.architecture == "gated":
             gate = (s @ self.W_enc + self.b_gate) > 0
             return gate * torch.relu(s @ (self.W_enc * self.r_mag.exp()) + self.b_mag)
@@ -263,12 +269,17 @@ class TrainedSAE:
         if self.architecture == "topk":
             vals, idx = pre.topk(self.k, dim=-1, sorted=False)
             return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
+        if self.architecture == "abstopk":
+            idx = pre.abs().topk(self.k, dim=-1, sorted=False).indices
+            return torch.zeros_like(pre).scatter_(-1, idx, pre.gather(-1, idx))
         if self.architecture == "jumprelu":
             return pre.relu() * (pre > self.threshold)
         return pre.relu()
 
     def decode(self, acts_NL: torch.Tensor) -> torch.Tensor:
-        """[N, d_sae] → [N, d_in] reconstruction."""
+        """[N, d_sae] → [N, d_in] reconstruction (a tied matching-pursuit SAE adds b_dec only if it took it off)."""
+        if self.architecture == "matching_pursuit" and not self.apply_b_dec_to_input:
+            return acts_NL @ self.W_dec
         return acts_NL @ self.W_dec + self.b_dec
 
     def __call__(self, x_ND: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,14 @@ from toymodels.sae.registry import get_variant, variant_names
 SAELENS_VERSION = "6.0.0"
 """Layout version we write (SAELens ≥ 6 reads it without its pre-6 conversions)."""
 TENSORS = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
+           "abstopk": ("W_enc", "b_enc", "W_dec", "b_dec"),
            "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"),
-           "gated": ("W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag")}
-"""SAELens tensor names per architecture."""
-_DEFAULT_VARIANT = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+           "gated": ("W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag"),
+           "matching_pursuit": ("W_dec", "b_dec")}
+"""SAELens tensor names per architecture (matching_pursuit is tied: its encoder is W_decᵀ)."""
+_DEFAULT_VARIANT = {"standard": "relu", "topk": "topk", "abstopk": "abstopk", "jumprelu": "jumprelu",
+                    "gated": "gated", "matching_pursuit": "matching_pursuit"}
+_K_ARCHS = ("topk", "abstopk")
 
 
 def export_saelens(sae: TrainedSAE, out_dir, key: str | None = None) -> Path:
@@ -41,10 +45,14 @@ def export_saelens(sae: TrainedSAE, out_dir, key: str | None = None) -> Path:
            "metadata": {"sae_lens_version": SAELENS_VERSION, "sae_lens_training_version": SAELENS_VERSION,
                         "toymodels_variant": sae.cfg.variant, "toymodels_config": to_dict(sae.cfg),
                         "toymodels_scale": sae.scale, "toymodels_environment": environment()}}
-    if sae.architecture == "topk":
+    if sae.architecture in _K_ARCHS:
         cfg.update(k=int(sae.k), rescale_acts_by_decoder_norm=False)
+    if sae.architecture == "matching_pursuit":
+        cfg.update(max_iterations=int(sae.k), residual_threshold=float(sae.residual_threshold),
+                   stop_on_duplicate_support=True)
+    names = TENSORS[sae.architecture]
     with lock(out), transaction(out, meta={"kind": "sae", "key": key}) as tx:
-        tx.save_tensors("sae_weights.safetensors", {k: v.float() for k, v in sae.tensors().items()})
+        tx.save_tensors("sae_weights.safetensors", {k: v.float() for k, v in sae.tensors().items() if k in names})
         tx.write_json("cfg.json", cfg)
         if sae.history:
             tx.write_json("history.json", sae.history)
@@ -99,10 +107,21 @@ def load_saelens(path) -> TrainedSAE:
         if not raw[n].is_floating_point() or not bool(torch.isfinite(raw[n]).all()):
             raise DataFileError(f"{wpath}: {n} must be finite floats")
         t[n] = raw[n].float()
-    k = cfg.get("k") if arch == "topk" else None
-    if arch == "topk" and (not _is_int(k) or not 1 <= k <= L):
-        raise DataFileError(f"{cfg_path}: k must be an integer in [1, d_sae={L}] for topk, got {short_repr(k)}")
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+    k = cfg.get("k") if arch in _K_ARCHS else None
+    if arch in _K_ARCHS and (not _is_int(k) or not 1 <= k <= L):
+        raise DataFileError(f"{cfg_path}: k must be an integer in [1, d_sae={L}] for {arch}, got {short_repr(k)}")
+    mp = {}
+    if arch == "matching_pursuit":
+        k = cfg.get("max_iterations") or D  # SAELens: None → d_in
+        thr = cfg.get("residual_threshold", 1e-2)
+        if not _is_int(k) or k < 1 or not _is_num(thr) or thr < 0:
+            raise DataFileError(f"{cfg_path}: max_iterations must be an integer ≥ 1 and residual_threshold a "
+                                f"number ≥ 0, got {short_repr(k)}, {short_repr(thr)}")
+        if not cfg.get("stop_on_duplicate_support", True):
+            raise DataFileError(f"{cfg_path}: stop_on_duplicate_support=false is not supported")
+        t["W_enc"] = t["W_dec"].T.clone()
+        mp = {"residual_threshold": float(thr)}
+    if arch in _K_ARCHS and cfg.get("rescale_acts_by_decoder_norm"):
         n_L = t["W_dec"].norm(dim=-1)  # fold: same function with unit-norm decoder rows
         t["W_dec"], t["W_enc"], t["b_enc"] = t["W_dec"] / n_L[:, None], t["W_enc"] * n_L, t["b_enc"] * n_L
     meta = cfg.get("metadata") or {}
@@ -114,7 +133,7 @@ def load_saelens(path) -> TrainedSAE:
         if own is not None and variant in variant_names():
             sae_cfg = from_dict(get_variant(variant).config, own)
         else:
-            sae_cfg = SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, **({"k": k} if k else {}))
+            sae_cfg = SAEConfig(variant=_DEFAULT_VARIANT[arch], d_in=D, d_sae=L, **({"k": min(k, L)} if k else {}))
     except ConfigError as e:
         raise DataFileError(f"{cfg_path}: metadata.toymodels_config is invalid ({e})") from None
     if (sae_cfg.d_in, sae_cfg.d_sae) != (D, L):
@@ -129,4 +148,4 @@ def load_saelens(path) -> TrainedSAE:
     verify(path, ("cfg.json", "sae_weights.safetensors"), seen)  # refuses a half-replaced folder
     return TrainedSAE(cfg=sae_cfg, architecture=arch,
                       apply_b_dec_to_input=cfg.get("apply_b_dec_to_input", True),
-                      k=k, scale=float(scale), history=history, **t)
+                      k=k, scale=float(scale), history=history, **mp, **t)

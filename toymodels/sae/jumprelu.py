@@ -1,7 +1,13 @@
-"""JumpReLU SAE (Rajamanoharan et al. 2024): f = z · H(z − θ), θ = exp(log θ) per latent, with an L0 penalty.
+"""JumpReLU SAE (Rajamanoharan et al. 2024): f = z · H(z − θ), θ = exp(log θ) per latent, with a sparsity loss.
 
 The step function's gradient w.r.t. θ uses a straight-through estimator with a rectangle kernel of width ε
-(`bandwidth`): ∂H(z − θ)/∂θ ≈ −(1/ε)·1[|z − θ| < ε/2]; z gets no gradient through H (only through z·H)."""
+(`bandwidth`): ∂H(z − θ)/∂θ ≈ −(1/ε)·1[|z − θ| < ε/2]; z gets no gradient through H (only through z·H) unless
+`ste_to_input` (Anthropic), which gives z the opposite of θ's.
+
+Sparsity losses (`sparsity_loss`, per sample, times λ, batch mean; as SAELens's jumprelu_sparsity_loss_mode):
+step (DeepMind) ‖f‖₀ = Σ H(z − θ); tanh (Anthropic) Σ tanh(c · f · ‖W_dec,l‖); quadratic (GemmaScope 2)
+(2/T)·(‖f‖₀ − T)² around a target L0 T. Optional pre-activation loss (Anthropic, on dead latents only as
+SAELens): μ · Σ_l ReLU(θ_l − z_l) · ‖W_dec,l‖ · dead_l, which pulls dead latents' pre-activations up to θ."""
 
 from __future__ import annotations
 
@@ -23,29 +29,31 @@ def _rect(u):
 
 class _JumpReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, theta, eps):
+    def forward(ctx, z, theta, eps, ste_to_input: bool):
         ctx.save_for_backward(z, theta, eps)
+        ctx.ste_to_input = ste_to_input
         return z * (z > theta)
 
     @staticmethod
     def backward(ctx, g):
         z, theta, eps = ctx.saved_tensors
-        g_z = g * (z > theta)
-        g_theta = (-(theta / eps) * _rect((z - theta) / eps) * g).sum(-2, keepdim=True)
-        return g_z, g_theta, None
+        ste = (theta / eps) * _rect((z - theta) / eps) * g
+        g_z = g * (z > theta) + (ste if ctx.ste_to_input else 0)
+        return g_z, (-ste).sum(-2, keepdim=True), None, None
 
 
 class _Step(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, theta, eps):
+    def forward(ctx, z, theta, eps, ste_to_input: bool):
         ctx.save_for_backward(z, theta, eps)
+        ctx.ste_to_input = ste_to_input
         return (z > theta).to(z.dtype)
 
     @staticmethod
     def backward(ctx, g):
         z, theta, eps = ctx.saved_tensors
-        g_theta = (-(1.0 / eps) * _rect((z - theta) / eps) * g).sum(-2, keepdim=True)
-        return torch.zeros_like(z), g_theta, None
+        ste = (1.0 / eps) * _rect((z - theta) / eps) * g
+        return (ste if ctx.ste_to_input else torch.zeros_like(z)), (-ste).sum(-2, keepdim=True), None, None
 
 
 @dataclass
@@ -53,9 +61,21 @@ class JumpReLUConfig(PenaltyConfig):
     """JumpReLU SAE: per-latent thresholds trained through a straight-through estimator, L0 penalty."""
 
     sparsity_field = "l0_coeff"
-    pack_fields = ("threshold_lr_scale",)
+    pack_fields = ("threshold_lr_scale", "sparsity_loss", "ste_to_input")
     l0_coeff: float = 0.5
-    """Coefficient (≥ 0) of the L0 penalty (expected active latents per sample)."""
+    """Coefficient λ (≥ 0) of the sparsity loss (step: expected active latents per sample)."""
+    sparsity_loss: str = "step"
+    """step (DeepMind's L0), tanh (Anthropic's Σ tanh(c·f·‖W_dec‖)) or quadratic (GemmaScope 2's
+    (2/T)(L0 − T)² around T = `quadratic_l0`); SAELens's jumprelu_sparsity_loss_mode."""
+    tanh_scale: float = 4.0
+    """c of the tanh loss (> 0; SAELens's jumprelu_tanh_scale)."""
+    quadratic_l0: float | None = None
+    """T of the quadratic loss, in (0, d_sae]; required by (and only used with) sparsity_loss=quadratic."""
+    pre_act_coeff: float = 0.0
+    """μ (≥ 0) of Anthropic's pre-activation loss on dead latents; 0 = off (SAELens's pre_act_loss_coefficient,
+    Anthropic uses 3e-6 on unnormalised LLM activations)."""
+    ste_to_input: bool = False
+    """Also pass the straight-through gradient to the pre-activations (Anthropic; DeepMind: only to θ)."""
     bandwidth: float = 0.3
     """Straight-through-estimator rectangle-kernel width ε (> 0), in normalised data units."""
     threshold_init: float = 0.1
@@ -67,13 +87,23 @@ class JumpReLUConfig(PenaltyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for f in ("bandwidth", "threshold_init", "threshold_lr_scale"):
+        for f in ("bandwidth", "threshold_init", "threshold_lr_scale", "tanh_scale"):
             check(_is_num(getattr(self, f)) and getattr(self, f) > 0, f, "a number > 0", getattr(self, f))
+        check(self.sparsity_loss in ("step", "tanh", "quadratic"), "sparsity_loss", "step, tanh or quadratic",
+              self.sparsity_loss)
+        quad = self.sparsity_loss == "quadratic"
+        check((self.quadratic_l0 is None and not quad) or (quad and _is_num(self.quadratic_l0)
+                                                             and 0 < self.quadratic_l0 <= self.d_sae),
+              "quadratic_l0", f"a number in (0, d_sae={self.d_sae}] with sparsity_loss=quadratic, else null",
+              self.quadratic_l0)
+        check(_is_num(self.pre_act_coeff) and self.pre_act_coeff >= 0, "pre_act_coeff", "a number ≥ 0",
+              self.pre_act_coeff)
+        check(isinstance(self.ste_to_input, bool), "ste_to_input", "true or false", self.ste_to_input)
 
 
 @register_variant("jumprelu", JumpReLUConfig)
 class JumpReLUSAE(PenaltySAE):
-    """loss = ‖x − x̂‖² + λ · E[‖f‖₀] (λ warmed up), unit-norm decoder rows."""
+    """loss = ‖x − x̂‖² + λ · sparsity loss (λ warmed up) [+ pre-activation loss], unit-norm decoder rows."""
 
     def __init__(self, cfgs):
         super().__init__(cfgs)
@@ -97,11 +127,22 @@ class JumpReLUSAE(PenaltySAE):
 
     def loss_terms(self, x_BD, frac):
         z = self.pre_acts(x_BD)
+        c0 = self.cfgs[0]
         theta, eps = self._theta(), self.per_sae("bandwidth")[:, None, None]
-        acts = _JumpReLU.apply(z, theta, eps)
-        l0 = _Step.apply(z, theta, eps).sum(-1).mean(-1)
-        lam = self.sparsity_coeff(frac)
-        losses = {"mse": mse_K(x_BD, self.decode(acts)), "l0": lam * l0}
+        acts = _JumpReLU.apply(z, theta, eps, c0.ste_to_input)
+        norm_K1L = self.W_dec_KLD.norm(dim=-1)[:, None, :]
+        if c0.sparsity_loss == "tanh":
+            per_KB = torch.tanh(self.per_sae("tanh_scale")[:, None, None] * acts * norm_K1L).sum(-1)
+        else:
+            per_KB = _Step.apply(z, theta, eps, c0.ste_to_input).sum(-1)
+            if c0.sparsity_loss == "quadratic":
+                T_K1 = self.per_sae("quadratic_l0")[:, None]
+                per_KB = 2 / T_K1 * (per_KB - T_K1).pow(2)
+        losses = {"mse": mse_K(x_BD, self.decode(acts)), "l0": self.sparsity_coeff(frac) * per_KB.mean(-1)}
+        dead_KL = getattr(self, "dead_KL", None)
+        if dead_KL is not None and bool(dead_KL.any()) and self.per_sae("pre_act_coeff").any():
+            gap_KBL = (theta - z).relu() * (dead_KL[:, None, :] * norm_K1L)
+            losses["pre_act"] = self.per_sae("pre_act_coeff") * gap_KBL.sum(-1).mean(-1)
         return losses, (acts > 0).sum(1)
 
     def inference(self, i):

@@ -61,13 +61,17 @@ def sparse_decode(vals_KBk, idx_KBk, W_dec_KLD, b_KD=None):
     return decode_entries(vals_KBk.reshape(K, -1), idx_KBk.reshape(K, -1), sample, W_dec_KLD, B, b_KD)
 
 
-def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int):
+def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int, by_magnitude: bool = False):
     """[K] aux-k loss: the top-k_aux *dead* latents reconstruct the detached residual x − x̂ (no decoder bias,
-    which is already inside x̂), normalised by the residual's own squared norm. Zero where nothing is dead."""
+    which is already inside x̂), normalised by the residual's own squared norm. Zero where nothing is dead.
+    `by_magnitude` (AbsTopK): rank the dead latents by |pre-activation| and keep their signed values."""
     resid_KBD = (x_BD - recon_KBD).detach()
     k_aux = min(k_aux, pre_KBL.shape[-1])
-    masked = torch.where(dead_KL[:, None, :], pre_KBL, torch.full_like(pre_KBL, -torch.inf))
+    key_KBL = pre_KBL.abs() if by_magnitude else pre_KBL
+    masked = torch.where(dead_KL[:, None, :], key_KBL, torch.full_like(pre_KBL, -torch.inf))
     vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
+    if by_magnitude:
+        vals = torch.where(torch.isfinite(vals), pre_KBL.gather(-1, idx), vals)
     # no ReLU here: dead latents usually have negative pre-activations and must still get a gradient
     vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals))
     if k_aux <= SPARSE_MAX_DENSITY * pre_KBL.shape[-1]:
@@ -136,6 +140,8 @@ class TopKFamily(PackedSAE):
     """Mixin of the TopK family: the per-SAE k buffer `k_K` with its annealing, and the aux-k loss."""
 
     dead_KL: torch.Tensor | None = None  # [K, L], set by the training loop each step
+    aux_by_magnitude = False
+    """Aux-k ranks dead latents by |pre-activation| and keeps signs (AbsTopK)."""
 
     def __init__(self, cfgs):
         super().__init__(cfgs)
@@ -152,7 +158,8 @@ class TopKFamily(PackedSAE):
     def _aux(self, x_BD, recon_KBD, pre_KBL) -> dict:
         """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""
         if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
-            aux = aux_k_loss(x_BD, recon_KBD, pre_KBL, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux)
+            aux = aux_k_loss(x_BD, recon_KBD, pre_KBL, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux,
+                             self.aux_by_magnitude)
             return {"aux": self.per_sae("aux_coeff") * aux}
         return {}
 
@@ -191,7 +198,7 @@ class TopKSAE(TopKFamily):
         else:  # dense product is faster on CPU above a few percent active
             recon = self.decode(torch.zeros_like(pre).scatter(-1, idx, vals))
         losses = {"mse": mse_K(x_BD, recon), **self._aux(x_BD, recon, pre)}
-        fired = torch.zeros_like(pre[:, 0, :]).scatter_add_(-1, idx.flatten(1), (vals > 0).flatten(1).float())
+        fired = torch.zeros_like(pre[:, 0, :]).scatter_add_(-1, idx.flatten(1), (vals != 0).flatten(1).float())
         return losses, fired
 
     def inference(self, i):

@@ -1,0 +1,125 @@
+"""Matching Pursuit SAE (SAELens `matching_pursuit`; a row of SynthSAEBench's table): a tied SAE whose encoder
+is greedy pursuit over the unit-norm decoder rows. For s = x − b_dec, residual r = s, repeat up to k times:
+pick i = argmax_l ReLU(r · W_dec[l]), v = ReLU(r · W_dec[i]), f_i += v, r −= v · W_dec[i]; a sample stops
+early when a step leaves its support unchanged (it re-picked a latent or found no positive correlation:
+SAELens's stop_on_duplicate_support) or ‖r‖ < residual_threshold. x̂ = f W_dec + b_dec; loss = ‖x − x̂‖².
+Gradients flow through the values and the residual chain, not through the argmax (as SAELens).
+
+Cost: the k steps are sequential (each pick needs the residual the previous one left), so the encoder is k
+dependent selections instead of TopK's one. Selecting directly needs r·W_decᵀ, a [B, L]×D product per step
+(k of them); training instead tracks the correlations c = r·W_decᵀ through the Gram matrix G = W_dec W_decᵀ
+(c −= v · G[i], a [B, L] update per step), so a step costs one dense product, G, and k cheap [B, L] updates
+(`gram_selection`; the same picks up to float rounding). The README gives measured costs per k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from toymodels.config import _is_int, _is_num
+from toymodels.errors import check
+from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
+from toymodels.sae.registry import register_variant
+from toymodels.sae.topk import sparse_decode
+
+
+def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False):
+    """Greedy matching pursuit of inputs s (already minus b_dec) over decoder rows W: ([K, B, L] activations,
+    [K, B, kmax] values, [K, B, kmax] indices, [K, B, kmax] bool "added a new latent"). `k` and `threshold` are
+    ints/floats or [K] tensors (per SAE: the step budget and the residual-norm stop). `gram`: track the
+    correlations through W Wᵀ instead of recomputing r Wᵀ each step (training's fast path)."""
+    K, B, _ = s_KBD.shape
+    L = W_KLD.shape[1]
+    k_K = torch.as_tensor(k).expand(K)
+    thr_K = torch.as_tensor(threshold, dtype=s_KBD.dtype).expand(K)
+    inst = torch.arange(K)[:, None]
+    resid = s_KBD
+    done_KB = torch.zeros(K, B, dtype=torch.bool)
+    support_KBL = torch.zeros(K, B, L, dtype=torch.bool)
+    vals, idxs, news = [], [], []
+    with torch.no_grad():
+        if gram:
+            c_KBL = torch.bmm(s_KBD, W_KLD.transpose(1, 2))
+            G_RL = torch.bmm(W_KLD, W_KLD.transpose(1, 2)).reshape(K * L, L)  # row k·L + l: W[k, l]·W[k]ᵀ
+    for step in range(int(k_K.max())):
+        with torch.no_grad():
+            corr = c_KBL if gram else torch.bmm(resid, W_KLD.transpose(1, 2))
+            # argmax without SAELens's ReLU: when every correlation is ≤ 0 either pick gets v = 0 and stops
+            i_KB = corr.argmax(-1)
+        d_KBD = W_KLD[inst, i_KB]
+        v_KB = torch.relu(torch.linalg.vecdot(resid, d_KBD)) * (~done_KB)
+        resid = resid - v_KB[..., None] * d_KBD
+        with torch.no_grad():
+            new_KB = (v_KB > 0) & ~support_KBL.gather(-1, i_KB[..., None])[..., 0]
+            support_KBL.scatter_(-1, i_KB[..., None], new_KB[..., None] | support_KBL.gather(-1, i_KB[..., None]))
+            done_KB |= ~new_KB | (resid.norm(dim=-1) < thr_K[:, None]) | (step + 1 >= k_K[:, None])
+            if gram:  # c −= v · G[i], one fused pass over [K, B, L]
+                rows = G_RL.index_select(0, (i_KB + inst * L).flatten()).view(K, B, L)
+                c_KBL.addcmul_(v_KB[..., None], rows, value=-1.0)
+        vals.append(v_KB)
+        idxs.append(i_KB)
+        news.append(new_KB)
+        if bool(done_KB.all()):
+            break
+    vals_KBk, idx_KBk = torch.stack(vals, -1), torch.stack(idxs, -1)
+    acts_KBL = torch.zeros(K, B, L, dtype=s_KBD.dtype).scatter_add(-1, idx_KBk, vals_KBk)
+    return acts_KBL, vals_KBk, idx_KBk, torch.stack(news, -1)
+
+
+@dataclass
+class MatchingPursuitConfig(SAEConfig):
+    """Matching Pursuit SAE: tied encoder (the decoder rows), k greedy pursuit steps."""
+
+    sparsity_field = "k"
+    k: int = 4
+    """Pursuit steps per sample (1 ≤ k ≤ d_sae; SAELens's max_iterations): at most k latents fire, fewer when a
+    step leaves the support unchanged or the residual falls below `residual_threshold`."""
+    residual_threshold: float = 0.0
+    """Stop a sample's pursuit once its residual norm is below this (≥ 0; normalised units while training,
+    exported in data units; 0 = never). SAELens's default is 1e-2."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(_is_int(self.k) and 1 <= self.k <= self.d_sae, "k", f"an integer in [1, d_sae={self.d_sae}]", self.k)
+        check(_is_num(self.residual_threshold) and self.residual_threshold >= 0, "residual_threshold",
+              "a number ≥ 0", self.residual_threshold)
+
+
+@register_variant("matching_pursuit", MatchingPursuitConfig)
+class MatchingPursuitSAE(PackedSAE):
+    """Tied: the encoder is W_decᵀ (`W_enc_KDL` is a view of it), no encoder bias; unit-norm decoder rows."""
+
+    gram_selection = True
+    """Training picks latents from correlations tracked through W_dec W_decᵀ (see module docstring)."""
+
+    def __init__(self, cfgs):
+        super().__init__(cfgs)
+        del self.W_enc_KDL, self.b_enc_KL
+        self._tied = True  # from now on W_enc_KDL is a view of the decoder (__getattr__)
+
+    def __getattr__(self, name):
+        if name == "W_enc_KDL" and self.__dict__.get("_tied"):  # [K, D, L] view of W_dec_KLD (resampling
+            # writes through it)
+            return self.W_dec_KLD.transpose(1, 2)
+        return super().__getattr__(name)
+
+    def _pursue(self, x_BD, gram):
+        return pursue(self.sae_in(x_BD), self.W_dec_KLD, self.per_sae("k").long(),
+                      self.per_sae("residual_threshold"), gram=gram)
+
+    def encode(self, x_BD):
+        return self._pursue(x_BD, gram=False)[0]
+
+    def loss_terms(self, x_BD, frac):
+        _, vals, idx, new = self._pursue(x_BD, gram=self.gram_selection)
+        recon = sparse_decode(vals, idx, self.W_dec_KLD, self.b_dec_KD)
+        fired = torch.zeros(self.K, self.L).scatter_add_(-1, idx.flatten(1), new.flatten(1).float())
+        return {"mse": mse_K(x_BD, recon)}, fired
+
+    @torch.no_grad()
+    def inference(self, i):
+        W = self.W_dec_KLD[i].detach().clone()
+        t = {"W_enc": W.T.clone(), "W_dec": W, "b_dec": self.b_dec_KD[i].detach().clone()}
+        c = self.cfgs[i]
+        return "matching_pursuit", t, {"k": c.k, "residual_threshold": c.residual_threshold}
