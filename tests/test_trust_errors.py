@@ -551,6 +551,9 @@ def test_every_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
     assert len(blocks) >= 3
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TOYMODELS_PROGRESS", "0")
+    from toymodels.sae import registry  # a fresh user session: built-in variants only, as a README reader has
+
+    monkeypatch.setattr(registry, "_REGISTRY", {n: registry.get_variant(n) for n in registry.builtin_variants()})
     for i, code in enumerate(blocks):
         first = code.splitlines()[0]
         if first.startswith("# readme-test: skip"):
