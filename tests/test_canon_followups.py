@@ -6,27 +6,13 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from toymodels.config import ToyConfig, TrainConfig
 from toymodels.errors import ConfigError
-from toymodels.paper import capacity, double_descent, engineered_mono, load, scaling
+from toymodels.paper import capacity, double_descent, engineered_mono, scaling
 from toymodels.train import train
-
-
-@pytest.fixture(scope="module")
-def tables():
-    torch.set_num_threads(1)
-    cache = {}
-
-    def get(name: str) -> pd.DataFrame:
-        if name not in cache:
-            cache[name] = load(name).compute(quick=True, seed=0)
-        return cache[name]
-
-    return get
 
 
 def test_followup_modules_declare_section_and_source():

@@ -10,20 +10,6 @@ import torch
 from toymodels.paper import load
 
 
-@pytest.fixture(scope="module")
-def tables():
-    """Each figure's quick-mode table, computed once per test module."""
-    torch.set_num_threads(1)
-    cache = {}
-
-    def get(name: str) -> pd.DataFrame:
-        if name not in cache:
-            cache[name] = load(name).compute(quick=True, seed=0)
-        return cache[name]
-
-    return get
-
-
 @pytest.mark.parametrize("name", ["adversarial", "dimensionality", "basic", "privileged", "computation",
                                   "dynamics"])
 def test_modules_name_their_section_and_source(name):

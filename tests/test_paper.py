@@ -6,25 +6,9 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
-import torch
 
 from toymodels.cli import main
 from toymodels.paper import FIGURES, load
-
-
-@pytest.fixture(scope="module")
-def tables():
-    """Each figure's quick-mode table, computed once per test module."""
-    torch.set_num_threads(1)
-    cache = {}
-
-    def get(name: str) -> pd.DataFrame:
-        if name not in cache:
-            cache[name] = load(name).compute(quick=True, seed=0)
-        return cache[name]
-
-    return get
 
 
 def test_registry_modules_have_the_interface():
