@@ -23,3 +23,20 @@ def tables():
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def assert_packed_equals_alone():
+    """Check that training SAE configs together (packed) equals training each alone: tensors and loss history."""
+
+    def check(cfgs, X, tc):
+        from toymodels.sae import train_saes
+
+        together = train_saes(cfgs, X, tc)
+        for cfg, a in zip(cfgs, together, strict=True):
+            (b,) = train_saes([cfg], X, tc)
+            for name, t in a.tensors().items():
+                torch.testing.assert_close(t, b.tensors()[name], rtol=1e-4, atol=1e-5, msg=f"{cfg.label} {name}")
+            assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-4)
+
+    return check

@@ -36,7 +36,7 @@ TC = SAETrainConfig(steps=30, batch_size=128, lr=3e-3, dead_after=256, log_every
 
 
 @pytest.mark.parametrize("schedules", [False, True])
-def test_packed_equals_one_by_one(schedules):
+def test_packed_equals_one_by_one(schedules, assert_packed_equals_alone):
     """Also with the schedules on: k annealing (k_start), dead-latent resampling, per-SAE prefix weights, and the
     L0 controller (target_l0) on one SAE of each penalty-based pack."""
     X = _data()
@@ -44,12 +44,7 @@ def test_packed_equals_one_by_one(schedules):
     tc = dataclasses.replace(TC, resample_every=5, resample_until=1.0) if schedules else TC
     cfgs = [_cfg(v, k=k, seed=s, **{**extra, "prefix_weights": None} if (k, s) == (3, 1) else extra)
             for v in builtin_variants() for k, s in ((3, 1), (5, 2))]
-    together = train_saes(cfgs, X, tc)
-    for cfg, a in zip(cfgs, together, strict=True):
-        (b,) = train_saes([cfg], X, tc)
-        for name, t in a.tensors().items():
-            torch.testing.assert_close(t, b.tensors()[name], rtol=1e-4, atol=1e-5, msg=f"{cfg.label} {name}")
-        assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-4)
+    assert_packed_equals_alone(cfgs, X, tc)
 
 
 def test_saelens_round_trip_every_architecture(tmp_path):

@@ -168,7 +168,7 @@ def test_matryoshka_aux_loss_per_prefix_block():
     assert float((losses["aux"] - plain).abs().detach()) > 1e-3  # not the whole-SAE aux loss
 
 
-def test_packed_equals_one_by_one_with_the_v2_options():
+def test_packed_equals_one_by_one_with_the_v2_options(assert_packed_equals_alone):
     X = _data()
     tc = dataclasses.replace(TC, dead_after=128)  # latents die within the run, so the dead-latent losses act
     cfgs = [SAEConfig(variant="jumprelu", d_in=16, d_sae=24, sparsity_loss="tanh", tanh_scale=c, pre_act_coeff=p,
@@ -181,12 +181,7 @@ def test_packed_equals_one_by_one_with_the_v2_options():
              for i, c in enumerate((0.5, 2.0))]
     cfgs += [SAEConfig(variant="matching_pursuit", d_in=16, d_sae=24, k=k, residual_threshold=t, seed=k)
              for k, t in ((2, 0.0), (5, 1.0))]
-    together = train_saes(cfgs, X, tc)
-    for cfg, a in zip(cfgs, together, strict=True):
-        (b,) = train_saes([cfg], X, tc)
-        for name, t in a.tensors().items():
-            torch.testing.assert_close(t, b.tensors()[name], rtol=1e-4, atol=1e-5, msg=f"{cfg.label} {name}")
-        assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-4)
+    assert_packed_equals_alone(cfgs, X, tc)
 
 
 @pytest.mark.parametrize("kw, field", [
