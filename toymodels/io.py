@@ -28,8 +28,9 @@ FORMAT_VERSION = 1
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path`; on success rename it to `path`, on failure remove it."""
+def temp_beside(path: str | os.PathLike, then=None):
+    """Yield a temporary path beside `path`. When the block ends, the file is given the umask's permissions,
+    fsynced and handed to `then(tmp)` (e.g. a rename); on any failure it is removed and an OSError names `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
@@ -41,7 +42,8 @@ def atomic_path(path: str | os.PathLike):
         os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if then is not None:
+            then(Path(tmp))
     except BaseException as e:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -49,6 +51,11 @@ def atomic_path(path: str | os.PathLike):
         if isinstance(e, OSError):
             _name_destination(e, path)
         raise
+
+
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; on success rename it to `path`, on failure remove it."""
+    return temp_beside(path, then=lambda tmp: os.replace(tmp, path))
 
 
 def _name_destination(e: OSError, path: Path) -> None:

@@ -28,12 +28,11 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from toymodels.errors import ConfigError, DataFileError, ToyModelsError
-from toymodels.io import _UMASK, _name_destination, atomic_path, read_json
+from toymodels.io import _UMASK, atomic_path, read_json, temp_beside
 
 MANIFEST = "manifest.json"
 LOCK = ".toymodels.lock"
@@ -160,27 +159,15 @@ class Transaction:
     @contextlib.contextmanager
     def file(self, name: str):
         """Yield a temp path to write `name` (relative to the folder) into; it is renamed at commit."""
-        final = self.folder / name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-            os.close(fd)
-            yield Path(tmp)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # again: some writers (safetensors) recreate the file as 0600
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+
+        def stage(tmp: Path) -> None:
             old = self.staged.pop(name, None)
             if old:
                 os.unlink(old[0])
-            self.staged[name] = (Path(tmp), sha256(tmp))
-        except BaseException as e:
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            if isinstance(e, OSError):
-                _name_destination(e, final)  # the error names the file the user asked for, not our temp file
-            raise
+            self.staged[name] = (tmp, sha256(tmp))
+
+        with temp_beside(self.folder / name, then=stage) as tmp:
+            yield tmp
         fault_point("staged")
 
     def write_text(self, name: str, text: str) -> None:
