@@ -204,8 +204,9 @@ class TrainConfig:
         check(isinstance(self.progress, bool), "progress", "true or false", self.progress)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
         check(_is_num(self.weight_decay), "weight_decay", "a finite number", self.weight_decay)
-        sizes = np.asarray(_plain(self.dataset_size) if self.dataset_size is not None else 1)
-        ok = sizes.ndim <= 1 and sizes.size >= 1 and all(_is_int(v) and v >= 1 for v in sizes.reshape(-1).tolist())
+        sizes = _plain(self.dataset_size) if self.dataset_size is not None else 1
+        sizes = sizes if isinstance(sizes, list) else [sizes]
+        ok = len(sizes) >= 1 and all(_is_int(v) and v >= 1 for v in sizes)
         check(ok, "dataset_size", "null, an integer ≥ 1 or a list of them (one per instance)", self.dataset_size)
         check(_is_num(self.init_scale) and self.init_scale > 0, "init_scale", "a number > 0", self.init_scale)
         check(_is_num(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac", "in [0, 1]",
@@ -275,7 +276,9 @@ def _is_int(v) -> bool:
 
 
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    return isinstance(v, (int, np.integer)) or bool(np.isfinite(v))  # Python ints of any size are finite
 
 
 def _worst(arr: np.ndarray, ok: np.ndarray):

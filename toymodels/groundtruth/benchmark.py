@@ -123,15 +123,15 @@ class BenchmarkConfig:
         check(_is_seed(self.data_seed) and self.data_seed < SEED_MAX_DATA, "data_seed", SEED_RANGE, self.data_seed)
         check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
         check(isinstance(self.exact_l0, bool), "exact_l0", "true or false", self.exact_l0)
-        if self.target_l0 is not None:
-            t = list(self.target_l0)
-            check(len(t) >= 1 and all(_is_num(x) and 0 < x <= min(self.widths) for x in t), "target_l0",
-                  f"null or a non-empty list of numbers in (0, smallest width={min(self.widths)}]", t)
         known = variant_names()
         check(len(self.variants) >= 1 and all(v in known for v in self.variants), "variants",
               f"a non-empty list from {', '.join(known)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
               "a non-empty list of integers ≥ 1", list(self.widths))
+        if self.target_l0 is not None:
+            t = list(self.target_l0)
+            check(len(t) >= 1 and all(_is_num(x) and 0 < x <= min(self.widths) for x in t), "target_l0",
+                  f"null or a non-empty list of numbers in (0, smallest width={min(self.widths)}]", t)
         check(len(self.seeds) >= 1 and all(_is_seed(s) for s in self.seeds), "seeds",
               f"a non-empty list of seeds, each {SEED_RANGE}", list(self.seeds))
         fixed = {"d_in", "d_sae", "seed", "name"}
