@@ -27,6 +27,26 @@ def test_attack_size_of_known_geometries():
     np.testing.assert_allclose(antipodal, TARGET / np.sqrt(2), rtol=1e-6)
 
 
+def test_paper_vulnerability_of_known_geometries():
+    from toymodels.paper.adversarial import vulnerability
+
+    x = np.array([[1.0, 0.0], [0.0, 0.5]])
+    assert vulnerability(np.eye(2), np.zeros(2), x) == pytest.approx(1.0)  # no superposition
+    # an antipodal pair (2 features per dimension): the attack moves the active output by √2 ε, harm 2ε²
+    assert vulnerability(np.array([[1.0], [-1.0]]), np.zeros(2), x) == pytest.approx(2.0)
+
+
+def test_vulnerability_tracks_features_per_dimension(tables):
+    from toymodels.paper.adversarial import tracking_slope
+
+    df = tables("adversarial").sort_values("density", ascending=False)
+    v = df["vulnerability"].to_numpy()
+    assert 0.8 <= v[0] <= 1.25, v  # dense: no superposition, as vulnerable as the reference
+    assert v.max() >= 3 * v[0], v  # the paper: "increasing by >3x"
+    assert np.corrcoef(np.log(df["features_per_dim"]), np.log(v))[0, 1] >= 0.9  # tracks features per dim
+    assert 0.7 <= tracking_slope(df) <= 1.6, tracking_slope(df)
+
+
 def test_attack_size_shrinks_as_superposition_grows(tables):
     df = tables("adversarial").sort_values("density", ascending=False)
     rho = df["attack_median"].rank().corr(df["features_per_dim"].rank())
