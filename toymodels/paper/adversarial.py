@@ -59,14 +59,11 @@ def attack_sizes(W_FH: np.ndarray, b_F: np.ndarray, x_BF: np.ndarray, target: fl
     G_FF = W_FH @ W_FH.T
     pre_BF = x_BF @ G_FF + b_F
     out_BF = np.maximum(pre_BF, 0.0)
-    sizes = np.full(len(x_BF), np.inf)
-    for k, x in enumerate(x_BF):
-        J = (pre_BF[k] > 0)[:, None] * G_FF
-        d = np.linalg.svd(J)[2][0]
-        for step in (d, -d):
-            sizes[k] = min(sizes[k], _bisect(lambda eps, s=step, x=x, y=out_BF[k]: np.linalg.norm(
-                relu_out(W_FH, b_F, (x + eps * s)[None])[0] - y) >= target, 10 * target))
-    return sizes
+    d_BF = np.linalg.svd((pre_BF > 0)[:, :, None] * G_FF[None])[2][:, 0]  # all inputs' Jacobians at once
+    x2, y2, s2 = np.concatenate([x_BF, x_BF]), np.concatenate([out_BF, out_BF]), np.concatenate([d_BF, -d_BF])
+    sizes = _bisect(lambda eps: np.linalg.norm(relu_out(W_FH, b_F, x2 + eps[:, None] * s2) - y2, axis=1) >= target,
+                    np.full(len(x2), 10 * target))
+    return np.minimum(sizes[: len(x_BF)], sizes[len(x_BF):])
 
 
 def paper_harm(W_FH: np.ndarray, b_F: np.ndarray, x_BF: np.ndarray, eps: float) -> np.ndarray:
@@ -90,15 +87,16 @@ def vulnerability(W_FH: np.ndarray, b_F: np.ndarray, x_BF: np.ndarray, eps_frac:
     return float(paper_harm(W_FH, b_F, x_BF, eps).mean() / paper_harm(ref_FH, np.zeros(F), x_BF, eps).mean())
 
 
-def _bisect(moved, hi: float) -> float:
-    """Smallest ε in (0, hi] with moved(ε) (to 2⁻³⁰·hi), or inf if not even moved(hi)."""
-    if not moved(hi):
-        return np.inf
-    lo = 0.0
+def _bisect(moved, hi: np.ndarray) -> np.ndarray:
+    """Per element, the smallest ε in (0, hi] with moved(ε) (to 2⁻³⁰·hi), or inf if not even moved(hi); `moved`
+    maps an array of ε to an array of booleans (one bisection per element, all run together)."""
+    ok = moved(hi)
+    lo = np.zeros_like(hi)
     for _ in range(30):
         mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if moved(mid) else (mid, hi)
-    return hi
+        m = moved(mid)
+        lo, hi = np.where(m, lo, mid), np.where(m, mid, hi)
+    return np.where(ok, hi, np.inf)
 
 
 def _inputs(density: float, seed: int) -> np.ndarray:
