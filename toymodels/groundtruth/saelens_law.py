@@ -204,66 +204,98 @@ class SAELensDictionary(Dictionary):
         self.bias = None if bias is None or not bool(torch.as_tensor(bias).any()) else \
             torch.as_tensor(bias, dtype=torch.float32)
         self.density = None  # no closed form under this law; datasets carry the empirical truth
-        self.levels, self.top = [], torch.arange(F)
+        self.levels, self.top = [], (torch.as_tensor(self.depth) == 0).nonzero()[:, 0]
+        top = self.top.numpy()
+        order = np.argsort(par, kind="stable")  # children grouped by parent: CSR kid_ptr / kids
+        n_kids = np.bincount(par[par >= 0], minlength=F)
+        self._kids = order[len(order) - int(n_kids.sum()):]
+        self._kid_ptr = np.r_[0, np.cumsum(n_kids)]
+        # the mean L0 estimate: p_f Π p_ancestors, an exclusive group's p's scaled down to sum ≤ 1
+        group = np.bincount(par[par >= 0], weights=self.prob[par >= 0], minlength=F)
+        self._eff = self.prob.copy()
+        for level in range(1, int(self.depth.max(initial=0)) + 1):
+            at = np.flatnonzero(self.depth == level)
+            p = par[at]
+            self._eff[at] *= self._eff[p] / np.where(self.exclusive[p], np.maximum(group[p], 1.0), 1.0)
         if self.factor is None:
-            self._indep = TopSampler(self.prob, np.zeros(F, dtype=np.int64), np.ones(F), 0.0)
-            self._indep_order = self._indep.order
+            self._indep = TopSampler(self.prob[top], np.zeros(len(top), dtype=np.int64), np.ones(len(top)), 0.0)
+            self._top_feat = top[self._indep.order]
         else:
             L = self.factor.numpy()
-            self._L_T = np.ascontiguousarray(L.T)  # [rank, F]
+            self._L = np.ascontiguousarray(L)  # [F, rank]
+            self._L_T0 = np.ascontiguousarray(L[top].T)  # [rank, T] the top-level features' loadings
             self._sd = np.sqrt(np.maximum(1 - (L.astype(np.float64) ** 2).sum(1), 0)).astype(np.float32)
             self._tau = ndtri(1 - self.prob).astype(np.float32)  # fires when z > τ
 
     @property
     def expected_l0(self) -> float:
-        """Σ p_f before the hierarchy silences children: an upper bound of the mean L0 (the memory estimate)."""
-        return float(self.prob.sum())
+        """Σ_f p_f · Π p_ancestors (an exclusive group's p's scaled to sum ≤ 1): the mean L0 estimate of the
+        memory check (exact without copula and exclusion; datasets report the measured L0)."""
+        return float(self._eff.sum())
 
-    def _fire(self, m: int, rng: np.random.Generator):
-        """(row [A], feature [A]) of the features whose own firing draw fires, sorted by row."""
-        if self.factor is None:
+    def _fire_top(self, m: int, rng: np.random.Generator, u):
+        """(row [A], feature [A]) of the firing top-level features (not hierarchy children), sorted by row."""
+        if u is None:
             r, pos = self._indep.sample(m, rng)
-            return r, self._indep_order[pos]
-        F = len(self.prob)
-        block = max(1, (1 << 21) // F)
+            return r, self._top_feat[pos]
+        top = self.top.numpy()
+        T = len(top)
+        block = max(1, (1 << 21) // max(T, 1))
         rows, feats = [], []
+        sd, tau = self._sd[top], self._tau[top]
         for s in range(0, m, block):
             b = min(block, m - s)
-            Z = rng.standard_normal((b, F), dtype=np.float32)
-            Z *= self._sd
-            Z += rng.standard_normal((b, self._L_T.shape[0]), dtype=np.float32) @ self._L_T
-            r, f = np.nonzero(self._tau < Z)
+            Z = rng.standard_normal((b, T), dtype=np.float32)
+            Z *= sd
+            Z += u[s:s + b] @ self._L_T0
+            r, i = np.nonzero(tau < Z)
             rows.append(r + s)
-            feats.append(f)
-        return np.concatenate(rows), np.concatenate(feats).astype(np.int64)
+            feats.append(top[i])
+        return np.concatenate(rows), np.concatenate(feats)
+
+    def _magnitudes(self, r, f, rng):
+        v = self._mean[f] + self._std[f] * rng.standard_normal(len(f), dtype=np.float32)
+        keep = v > 0  # relu: a zero is silent
+        return r[keep], f[keep], v[keep]
 
     def _sample_chunk(self, m: int, rng: np.random.Generator):
-        r, f = self._fire(m, rng)
-        v = self._mean[f] + self._std[f] * rng.standard_normal(len(f), dtype=np.float32)
-        keep = v > 0
-        r, f, v = r[keep], f[keep], v[keep]
-        par, F = self.parent.numpy(), np.int64(len(self.prob))
-        for level in range(1, int(self.depth.max(initial=0)) + 1):
-            key = r * F + f
-            order = np.argsort(key, kind="stable")
-            skey = key[order]
-            sel = np.flatnonzero(self.depth[f] == level)
-            if not len(sel):
+        """Top-level features first; then level by level only the children of active parents draw their own
+        firing (given the sample's copula latent u they are independent of everything else, so the draws
+        SAELens makes for children of silent parents, which it then discards, need not be made)."""
+        u = None if self.factor is None else rng.standard_normal((m, self._L.shape[1]), dtype=np.float32)
+        r, f, v = self._magnitudes(*self._fire_top(m, rng, u), rng)
+        out = [(r, f, v)]
+        while len(r):
+            c = self._kid_ptr[f + 1] - self._kid_ptr[f]  # children of each active entry
+            has = np.flatnonzero(c)
+            if not len(has):
                 break
-            p = par[f[sel]]
-            pk = r[sel] * F + p
-            i = np.minimum(np.searchsorted(skey, pk), len(skey) - 1)
-            found = skey[i] == pk
-            alive = np.ones(len(f), dtype=bool)
-            alive[sel[~found]] = False
-            sel, p, pv = sel[found], p[found], v[order[i[found]]]
-            sc = self.scale[p]
-            v[sel[sc]] *= pv[sc] / self._mean[p[sc]]
-            ex = self.exclusive[p]
-            if ex.any():  # one uniformly drawn winner per (row, exclusive parent)
-                es, gkey = sel[ex], r[sel[ex]] * F + p[ex]
-                o = np.lexsort((rng.random(len(es)), gkey))
-                last = np.r_[gkey[o][1:] != gkey[o][:-1], True]
-                alive[es[o[~last]]] = False
-            r, f, v = r[alive], f[alive], v[alive]
-        return np.bincount(r, minlength=m), f, v
+            pe = np.repeat(has, c[has])  # the parent's entry of each candidate child
+            offs = np.arange(len(pe)) - np.repeat(np.cumsum(c[has]) - c[has], c[has])
+            kid = self._kids[self._kid_ptr[f[pe]] + offs]
+            if u is None:
+                fire = rng.random(len(kid)) < self.prob[kid]
+            else:
+                z = np.einsum("ij,ij->i", self._L[kid], u[r[pe]])
+                z += self._sd[kid] * rng.standard_normal(len(kid), dtype=np.float32)
+                fire = self._tau[kid] < z
+            pe, kid = pe[fire], kid[fire]
+            kv = self._mean[kid] + self._std[kid] * rng.standard_normal(len(kid), dtype=np.float32)
+            keep = kv > 0
+            pe, kid, kv = pe[keep], kid[keep], kv[keep]
+            pf = f[pe]
+            sc = self.scale[pf]
+            kv[sc] *= v[pe[sc]] / self._mean[pf[sc]]
+            ex = np.flatnonzero(self.exclusive[pf])
+            if len(ex):  # one uniformly drawn winner among the active children of each exclusive parent entry
+                o = np.lexsort((rng.random(len(ex)), pe[ex]))
+                g = pe[ex][o]
+                alive = np.ones(len(kid), dtype=bool)
+                alive[ex[o[np.r_[g[1:] == g[:-1], False]]]] = False
+                pe, kid, kv = pe[alive], kid[alive], kv[alive]
+            r, f, v = r[pe], kid, kv
+            out.append((r, f, v))
+        rows = np.concatenate([o[0] for o in out])
+        order = np.argsort(rows, kind="stable")
+        return (np.bincount(rows, minlength=m), np.concatenate([o[1] for o in out])[order],
+                np.concatenate([o[2] for o in out])[order])
