@@ -67,7 +67,7 @@ def _saelens_model():
     return sl, sl.SyntheticModel(cfg)
 
 
-N = 40_000
+N = 30_000
 
 
 def _ours(d, seed=1):
@@ -185,3 +185,23 @@ def test_toymodels_law_new_options_and_old_samples():
     assert float(e.bias.norm()) == pytest.approx(2.0)
     assert torch.allclose(ds.hidden - e.bias, ds.true_acts() @ e.vectors, atol=1e-4)
     assert e.mag_std[0] == pytest.approx(0.5) and e.mag_std[-1] == pytest.approx(0.1)
+
+
+def test_copula_thinning_is_exact():
+    """Many rare top-level features under a dense copula take the thinning path: each keeps its marginal p_f, and
+    co-firing matches a dense draw of the same Gaussian copula (SAELens's algorithm)."""
+    d = Dictionary(_law(n_features=512, d_model=8, n_roots=0, p_min=0.002, correlation_rank=5,
+                        correlation_scale=0.2, compensate_probabilities=False, scale_children_by_parent=False))
+    n = 20_000
+    a = d.sample(n, seed=5).true_acts()
+    rng = np.random.default_rng(0)
+    L = d.factor.numpy()
+    z = rng.standard_normal((n, 5)) @ L.T + np.sqrt(1 - (L**2).sum(1)) * rng.standard_normal((n, len(L)))
+    b = torch.from_numpy(z > ndtri(1 - d.prob)).float()
+    p = torch.from_numpy(d.prob)
+    rate = (a > 0).double().mean(0)
+    zr = ((rate - p) / (p * (1 - p) / n).sqrt()).abs().max()
+    assert zr < ndtri(1 - ALPHA / (2 * len(p)))
+    top = slice(0, 40)  # co-firing of the frequent features
+    got = _worst_z(a[:, top], b[:, top] * 4.5)["cofire"]
+    assert got[0] < got[1], got

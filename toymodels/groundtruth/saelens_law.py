@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 import torch
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 from toymodels.groundtruth.sampling import TopSampler
 from toymodels.groundtruth.synthetic import (
@@ -31,6 +31,10 @@ from toymodels.groundtruth.synthetic import (
 )
 from toymodels.seeding import generator
 
+GROUP = 64
+"""Top-level features per thinning group of the copula sampler."""
+DENSE = 0.25
+"""(sample, group) pairs whose bound exceeds this compare every feature directly."""
 MIN_DIAG = 0.01
 """A copula factor row explains at most 1 − MIN_DIAG of its feature's variance (rows beyond are scaled back)."""
 
@@ -226,6 +230,10 @@ class SAELensDictionary(Dictionary):
             self._L_T0 = np.ascontiguousarray(L[top].T)  # [rank, T] the top-level features' loadings
             self._sd = np.sqrt(np.maximum(1 - (L.astype(np.float64) ** 2).sum(1), 0)).astype(np.float32)
             self._tau = ndtri(1 - self.prob).astype(np.float32)  # fires when z > τ
+            inv_sd = 1 / np.maximum(self._sd[top].astype(np.float64), 1e-30)
+            self._Ls_T0 = np.ascontiguousarray(L[top].T * inv_sd).astype(np.float32)  # [rank, T] L / sd
+            self._w0 = (self._tau[top] * inv_sd).astype(np.float32)  # τ / sd
+            self._groups = -(-len(top) // GROUP)
 
     @property
     def expected_l0(self) -> float:
@@ -238,20 +246,46 @@ class SAELensDictionary(Dictionary):
         if u is None:
             r, pos = self._indep.sample(m, rng)
             return r, self._top_feat[pos]
-        top = self.top.numpy()
-        T = len(top)
-        block = max(1, (1 << 21) // max(T, 1))
+        return self._thinned(u, rng)
+
+    def _thinned(self, u: np.ndarray, rng: np.random.Generator):
+        """Top-level firing under the copula, exact by thinning. Given u, feature f fires with probability
+        p_f = Φ(w_f), w_f = (L_f·u − τ_f) / sd_f (w from one matmul). Features are cut into groups of GROUP; a
+        (sample, group) pair's bound q = Φ(max w) ≥ every p_f in it. Pairs with q > DENSE compare a uniform with
+        each p_f; the others make each feature a candidate with probability q (geometric gaps) and keep it with
+        probability p_f / q: every feature still fires independently with probability p_f."""
+        top, G, S = self.top.numpy(), self._groups, GROUP
+        block = max(1, (1 << 20) // (G * S))
         rows, feats = [], []
-        sd, tau = self._sd[top], self._tau[top]
-        for s in range(0, m, block):
-            b = min(block, m - s)
-            Z = rng.standard_normal((b, T), dtype=np.float32)
-            Z *= sd
-            Z += u[s:s + b] @ self._L_T0
-            r, i = np.nonzero(tau < Z)
-            rows.append(r + s)
-            feats.append(top[i])
-        return np.concatenate(rows), np.concatenate(feats)
+        for s in range(0, len(u), block):
+            b = min(block, len(u) - s)
+            W = np.empty((b, G * S), dtype=np.float32)
+            W[:, len(top):] = -np.inf  # padding never fires
+            np.matmul(u[s:s + b], self._Ls_T0, out=W[:, :len(top)])  # (L·u − τ) / sd in one matmul + shift
+            W[:, :len(top)] -= self._w0
+            q = ndtr(W.reshape(b, G, S).max(2))  # [b, G]
+            dense = np.flatnonzero(q.ravel() > DENSE)  # (sample, group) pairs compared slot by slot
+            if len(dense):
+                Wd = W.reshape(b * G, S)[dense]
+                n, k = np.nonzero(rng.random(Wd.shape) < ndtr(Wd))
+                rows.append(s + dense[n] // G)
+                feats.append(dense[n] % G * S + k)
+            pair = np.flatnonzero((q.ravel() <= DENSE) & (q.ravel() > 0))
+            qp = q.ravel()[pair]
+            rate = -np.log1p(-qp)  # failures before a candidate: ⌊Exp(1) / rate⌋ is Geometric(q) − 1
+            pos = (rng.standard_exponential(len(pair)) / rate).astype(np.int64)
+            while len(pair):
+                live = np.flatnonzero(pos < S)
+                pair, qp, pos, rate = pair[live], qp[live], pos[live], rate[live]
+                w = W.reshape(b * G, S)[pair, pos]
+                keep = rng.random(len(pair)) * qp < ndtr(w)
+                rows.append(s + pair[keep] // G)
+                feats.append(pair[keep] % G * S + pos[keep])
+                pos = pos + 1 + (rng.standard_exponential(len(pair)) / rate).astype(np.int64)
+        r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        f = top[np.concatenate(feats)] if feats else np.zeros(0, dtype=np.int64)
+        o = np.argsort(r, kind="stable")
+        return r[o], f[o]
 
     def _magnitudes(self, r, f, rng):
         v = self._mean[f] + self._std[f] * rng.standard_normal(len(f), dtype=np.float32)
