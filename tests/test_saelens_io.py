@@ -205,3 +205,40 @@ def test_copula_thinning_is_exact():
     top = slice(0, 40)  # co-firing of the frequent features
     got = _worst_z(a[:, top], b[:, top] * 4.5)["cofire"]
     assert got[0] < got[1], got
+
+
+def test_synthsaebench16k_plans_small_and_refuses_full(tmp_path):
+    from toymodels.errors import ResourceError
+    from toymodels.experiments import compose, to_object
+    from toymodels.groundtruth.benchmark import sae_grid
+    from toymodels.groundtruth.published import compare, markdown, published_table
+
+    cfg = to_object(compose("synthsaebench16k", ["n_train=2000", "n_eval=500", "steps=10",
+                                                 "dataset.orthogonality_steps=0"], kind="benchmark"))
+    assert (cfg.dataset.n_features, cfg.dataset.d_model, cfg.widths, cfg.target_l0) == (16384, 768, [4096], [20, 25])
+    grid = sae_grid(cfg, 768, {4096: [20, 25]})
+    assert {c.variant for c, _, _ in grid} == {"relu", "batchtopk", "jumprelu", "matryoshka", "matching_pursuit"}
+    assert {c.seed for c, _, _ in grid} == {0, 1, 2}
+    d = Dictionary(cfg.dataset)
+    assert 25 < d.expected_l0 < 60  # the published model's true L0 is ~34
+    with pytest.raises(ResourceError, match="200000000 samples"):
+        d.sample(to_object(compose("synthsaebench16k", [], kind="benchmark")).n_train)
+    pub = published_table("synthsaebench16k")
+    assert len(pub) == 10 and set(pub["variant"]) == {c.variant for c, _, _ in grid}
+    board = pub[["variant", "target_l0"]].assign(f1=0.5, mcc=0.6, l0=20.0, n_seeds=3)
+    t = compare(board, pub)
+    assert t["f1_diff"].tolist() == pytest.approx((0.5 - pub["f1"]).tolist())
+    assert "matryoshka" in markdown(t)
+
+
+def test_dataset_cli_saelens_in_and_out(tmp_path):
+    from toymodels.cli import main
+    from toymodels.groundtruth.files import load_dataset
+
+    assert main(["dataset", "saelens", str(tmp_path / "m"), "law=saelens", "n_features=32", "d_model=8",
+                 "n_roots=2", "depth=2", "bias=0.5"]) == 0
+    assert main(["dataset", "make", str(tmp_path / "d.safetensors"), "n_samples=300",
+                 f"saelens={tmp_path / 'm'}"]) == 0
+    ds = load_dataset(tmp_path / "d.safetensors")
+    assert ds.hidden.shape == (300, 8) and ds.meta["config"]["saelens"] == str(tmp_path / "m")
+    assert main(["dataset", "make", str(tmp_path / "e.safetensors"), f"saelens={tmp_path / 'nope'}"]) == 2
