@@ -323,10 +323,13 @@ class SAELensDictionary(Dictionary):
             kv[sc] *= v[pe[sc]] / self._mean[pf[sc]]
             ex = np.flatnonzero(self.exclusive[pf])
             if len(ex):  # one uniformly drawn winner among the active children of each exclusive parent entry
-                o = np.lexsort((rng.random(len(ex)), pe[ex]))
-                g = pe[ex][o]
+                g = pe[ex]  # non-decreasing: a parent entry's children are one run
+                start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+                n_run = np.diff(np.r_[start, len(g)])
+                win = start + (rng.random(len(start)) * n_run).astype(np.int64)
                 alive = np.ones(len(kid), dtype=bool)
-                alive[ex[o[np.r_[g[1:] == g[:-1], False]]]] = False
+                alive[ex] = False
+                alive[ex[np.minimum(win, start + n_run - 1)]] = True
                 pe, kid, kv = pe[alive], kid[alive], kv[alive]
             r, f, v = r[pe], kid, kv
             out.append((r, f, v))
