@@ -168,7 +168,8 @@ class SyntheticConfig:
               self.orthogonality_lr)
         if self.law == "toymodels":
             for name, default in SAELENS_ONLY:
-                check(getattr(self, name) == default, name, f"{default} unless law=saelens", getattr(self, name))
+                check(getattr(self, name) == default, name, f"{str(default).lower().replace('none', 'null')} "
+                      "unless law=saelens", getattr(self, name))
             check(self.correlation != "factor", "correlation", "none or low_rank unless law=saelens",
                   self.correlation)
         check(self.branching_max is None or (_is_int(self.branching_max) and self.branching_max >= self.branching),
