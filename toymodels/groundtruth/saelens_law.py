@@ -235,6 +235,14 @@ class SAELensDictionary(Dictionary):
             self._Ls_T0_t = torch.from_numpy(np.pad(L[top].T * inv_sd, ((0, 0), (0, pad))).astype(np.float32))
             self._w0 = np.r_[self._tau[top] * inv_sd, np.full(pad, np.inf)].astype(np.float32)  # τ / sd
 
+    @staticmethod
+    def _realise(out_MD: np.ndarray, count, cols, vals, V_FD: np.ndarray) -> None:
+        """out = Σ_active value · vector via torch's embedding_bag (about 2× scipy's CSR kernel at L0 ≈ 34)."""
+        off = torch.from_numpy(np.r_[0, np.cumsum(count)[:-1]])
+        out_MD[:] = torch.nn.functional.embedding_bag(
+            torch.from_numpy(cols), torch.from_numpy(V_FD), off, mode="sum",
+            per_sample_weights=torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32))).numpy()
+
     @property
     def expected_l0(self) -> float:
         """Σ_f p_f · Π p_ancestors (an exclusive group's p's scaled to sum ≤ 1): the mean L0 estimate of the

@@ -338,6 +338,11 @@ class Dictionary:
         self._mag_std = None if cfg.magnitude_std_law == "constant" else self.mag_std.numpy()
         self.bias = dictionary_bias(cfg)
 
+    @staticmethod
+    def _realise(out_MD: np.ndarray, count, cols, vals, V_FD: np.ndarray) -> None:
+        """out = Σ_active value · vector, row by row (`count` active entries per row, in row order)."""
+        _csr_matmul_into(out_MD, np.r_[0, np.cumsum(count)], cols, vals, V_FD)
+
     def superposition(self, percentiles=(95, 99)) -> dict:
         """Per-feature max / percentile |cos| with the other feature vectors and their means (ρ_mm: mean max)."""
         from toymodels.groundtruth.saelens_law import superposition_stats
@@ -385,7 +390,7 @@ class Dictionary:
             m = min(chunk, n - start)
             rng = np.random.default_rng([int(seed), i])
             count, cols, vals = self._sample_chunk(m, rng)
-            _csr_matmul_into(h_ND[start:start + m], np.r_[0, np.cumsum(count)], cols, vals, V_FD)
+            self._realise(h_ND[start:start + m], count, cols, vals, V_FD)
             if bias is not None:
                 h_ND[start:start + m] += bias
             return np.repeat(np.arange(start, start + m), count), cols, vals
