@@ -22,8 +22,13 @@ import numpy as np
 import torch
 from scipy.special import ndtr, ndtri
 
+from toymodels.config import _is_int, _is_num
+from toymodels.errors import check
 from toymodels.groundtruth.sampling import TopSampler
 from toymodels.groundtruth.synthetic import (
+    LAWS,
+    SAELENS_ONLY,
+    STD_LAWS,
     Dictionary,
     SyntheticConfig,
     _firing_probs,
@@ -37,6 +42,44 @@ DENSE = 0.25
 """(sample, group) pairs whose bound exceeds this compare every feature directly."""
 MIN_DIAG = 0.01
 """A copula factor row explains at most 1 − MIN_DIAG of its feature's variance (rows beyond are scaled back)."""
+
+
+def check_law_options(cfg: SyntheticConfig) -> None:
+    """SyntheticConfig's checks of `law` and the options added with it (one-line ConfigErrors)."""
+    check(cfg.law in LAWS, "law", f"one of {', '.join(LAWS)}", cfg.law)
+    check(cfg.magnitude_std_law in STD_LAWS, "magnitude_std_law", f"one of {', '.join(STD_LAWS)}",
+          cfg.magnitude_std_law)
+    end_ok = cfg.magnitude_std_law == "constant" or (_is_num(cfg.magnitude_std_end) and cfg.magnitude_std_end > 0
+                                                      and (cfg.magnitude_std > 0 or cfg.magnitude_std_law
+                                                           == "folded_normal"))
+    check(_is_num(cfg.magnitude_std_end) and cfg.magnitude_std_end >= 0 and end_ok, "magnitude_std_end",
+          f"a number > 0 (and magnitude_std > 0 unless folded_normal) for magnitude_std_law="
+          f"{cfg.magnitude_std_law}, else ≥ 0", cfg.magnitude_std_end)
+    check(_is_num(cfg.bias) and cfg.bias >= 0, "bias", "a number ≥ 0", cfg.bias)
+    check(_is_num(cfg.orthogonality_lr) and cfg.orthogonality_lr > 0, "orthogonality_lr", "a number > 0",
+          cfg.orthogonality_lr)
+    if cfg.law == "toymodels":
+        for name, default in SAELENS_ONLY:
+            check(getattr(cfg, name) == default, name, f"{str(default).lower().replace('none', 'null')} "
+                  "unless law=saelens", getattr(cfg, name))
+        check(cfg.correlation != "factor", "correlation", "none or low_rank unless law=saelens",
+              cfg.correlation)
+    check(cfg.branching_max is None or (_is_int(cfg.branching_max) and cfg.branching_max >= cfg.branching),
+          "branching_max", f"null or an integer ≥ branching={cfg.branching}", cfg.branching_max)
+    check(_is_num(cfg.mutually_exclusive_portion) and 0 <= cfg.mutually_exclusive_portion <= 1,
+          "mutually_exclusive_portion", "in [0, 1]", cfg.mutually_exclusive_portion)
+    check(_is_int(cfg.mutually_exclusive_min_depth) and cfg.mutually_exclusive_min_depth >= 0,
+          "mutually_exclusive_min_depth", "an integer ≥ 0", cfg.mutually_exclusive_min_depth)
+    check(cfg.mutually_exclusive_max_depth is None or (_is_int(cfg.mutually_exclusive_max_depth) and
+                                                       cfg.mutually_exclusive_max_depth
+                                                       >= cfg.mutually_exclusive_min_depth),
+          "mutually_exclusive_max_depth", "null or an integer ≥ mutually_exclusive_min_depth",
+          cfg.mutually_exclusive_max_depth)
+    for name in ("compensate_probabilities", "scale_children_by_parent"):
+        check(isinstance(getattr(cfg, name), bool), name, "true or false", getattr(cfg, name))
+    if cfg.correlation == "factor":
+        check(cfg.correlation_rank <= 4096, "correlation_rank", "≤ 4096 for correlation=factor",
+              cfg.correlation_rank)
 
 
 def magnitude_law(kind: str, start: float, end: float, n: int, seed: int | None) -> torch.Tensor:

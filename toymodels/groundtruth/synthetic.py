@@ -154,40 +154,9 @@ class SyntheticConfig:
         check(self.tree_nodes in TREE_NODES, "tree_nodes", f"one of {', '.join(TREE_NODES)}", self.tree_nodes)
         check(isinstance(self.mutually_exclusive, bool), "mutually_exclusive", "true or false",
               self.mutually_exclusive)
-        check(self.law in LAWS, "law", f"one of {', '.join(LAWS)}", self.law)
-        check(self.magnitude_std_law in STD_LAWS, "magnitude_std_law", f"one of {', '.join(STD_LAWS)}",
-              self.magnitude_std_law)
-        end_ok = self.magnitude_std_law == "constant" or (_is_num(self.magnitude_std_end) and self.magnitude_std_end > 0
-                                                          and (self.magnitude_std > 0 or self.magnitude_std_law
-                                                               == "folded_normal"))
-        check(_is_num(self.magnitude_std_end) and self.magnitude_std_end >= 0 and end_ok, "magnitude_std_end",
-              f"a number > 0 (and magnitude_std > 0 unless folded_normal) for magnitude_std_law="
-              f"{self.magnitude_std_law}, else ≥ 0", self.magnitude_std_end)
-        check(_is_num(self.bias) and self.bias >= 0, "bias", "a number ≥ 0", self.bias)
-        check(_is_num(self.orthogonality_lr) and self.orthogonality_lr > 0, "orthogonality_lr", "a number > 0",
-              self.orthogonality_lr)
-        if self.law == "toymodels":
-            for name, default in SAELENS_ONLY:
-                check(getattr(self, name) == default, name, f"{str(default).lower().replace('none', 'null')} "
-                      "unless law=saelens", getattr(self, name))
-            check(self.correlation != "factor", "correlation", "none or low_rank unless law=saelens",
-                  self.correlation)
-        check(self.branching_max is None or (_is_int(self.branching_max) and self.branching_max >= self.branching),
-              "branching_max", f"null or an integer ≥ branching={self.branching}", self.branching_max)
-        check(_is_num(self.mutually_exclusive_portion) and 0 <= self.mutually_exclusive_portion <= 1,
-              "mutually_exclusive_portion", "in [0, 1]", self.mutually_exclusive_portion)
-        check(_is_int(self.mutually_exclusive_min_depth) and self.mutually_exclusive_min_depth >= 0,
-              "mutually_exclusive_min_depth", "an integer ≥ 0", self.mutually_exclusive_min_depth)
-        check(self.mutually_exclusive_max_depth is None or (_is_int(self.mutually_exclusive_max_depth) and
-                                                           self.mutually_exclusive_max_depth
-                                                           >= self.mutually_exclusive_min_depth),
-              "mutually_exclusive_max_depth", "null or an integer ≥ mutually_exclusive_min_depth",
-              self.mutually_exclusive_max_depth)
-        for name in ("compensate_probabilities", "scale_children_by_parent"):
-            check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
-        if self.correlation == "factor":
-            check(self.correlation_rank <= 4096, "correlation_rank", "≤ 4096 for correlation=factor",
-                  self.correlation_rank)
+        from toymodels.groundtruth.saelens_law import check_law_options
+
+        check_law_options(self)
         tree = tree_size(self.n_roots, self.branching_max or self.branching, self.depth, self.n_features)
         check(tree <= self.n_features, "n_roots", f"small enough that the trees ("
               f"{f'{tree} nodes' if tree <= self.n_features else 'more nodes than that'}; branching "
