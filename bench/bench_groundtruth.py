@@ -13,6 +13,13 @@ sampling.py to sampling_before.py and point synthetic.py's `from toymodels.groun
 `from sampling_before import` (the folder is put on sys.path). Times are medians of `--repeat` runs.
 `--leaderboard` also times the default leaderboard (sweeps/benchmark.yaml). Times are wall clock and CPU time
 of this process (CPU time is steadier on a shared machine).
+
+`--synth16k` times `--n` samples of the published SynthSAEBench-16k law (sweeps/synthsaebench16k.yaml: 16,384
+features in 768 dims, SAELens law, dense rank-25 copula, 4-level exclusive trees with child scaling, bias) on
+`--threads` threads, with random unit vectors (orthogonality_steps=0: the vectors do not change the sampling
+cost); `--superposition` also times the superposition statistics of that dictionary and prints ρ_mm.
+
+    python bench/bench_groundtruth.py --synth16k --threads 2 --repeat 1
 """
 
 import argparse
@@ -68,6 +75,30 @@ def _time_sampler(mod, label: str, n: int, repeat: int) -> dict:
     return out
 
 
+def _time_synth16k(n: int, threads: int, repeat: int, superposition: bool) -> None:
+    from toymodels.experiments import compose, to_object
+
+    cfg = to_object(compose("synthsaebench16k", ["dataset.orthogonality_steps=0"], kind="benchmark")).dataset
+    t = time.perf_counter()
+    d = synthetic.Dictionary(cfg)
+    print(f"synthsaebench16k dictionary built in {time.perf_counter() - t:.1f}s", flush=True)
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        ds = d.sample(n, threads=threads)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+        l0 = ds.mean_l0()
+        del ds
+    print(f"synthsaebench16k sample {n} on {threads} thread(s): {statistics.median(walls):.2f}s wall, "
+          f"{statistics.median(cpus):.2f}s cpu (medians of {repeat}), mean L0 {l0:.2f} (published: ~34)", flush=True)
+    if superposition:
+        t = time.perf_counter()
+        s = d.superposition()
+        print(f"superposition stats: {time.perf_counter() - t:.1f}s, rho_mm {s['rho_mm']:.4f}, mean p95 "
+              f"{s['mean_p95']:.4f}, mean p99 {s['mean_p99']:.4f} (random unit vectors)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -75,8 +106,12 @@ def main():
     ap.add_argument("--leaderboard", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (the sampler uses as many)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--synth16k", action="store_true", help="time only the synthsaebench16k law")
+    ap.add_argument("--superposition", action="store_true", help="with --synth16k: also its superposition stats")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.synth16k:
+        return _time_synth16k(a.n, a.threads, a.repeat, a.superposition)
     t = {"now": _time_sampler(synthetic, "now", a.n, a.repeat)}
     if a.before:
         t["before"] = _time_sampler(_load(a.before), "before", a.n, a.repeat)

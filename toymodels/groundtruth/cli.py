@@ -21,6 +21,7 @@ SCORE_EXAMPLES = """examples:
 """
 MAKE_EXAMPLES = """examples:
   toymodels dataset make data.safetensors n_samples=100000
+  toymodels dataset make data.safetensors n_samples=100000 saelens=path/to/synth-sae-bench-16k-v2
   toymodels dataset make data.safetensors n_samples=50000 n_features=256 d_model=32 n_roots=8 depth=3
 """
 INFO_EXAMPLES = """examples:
@@ -57,6 +58,12 @@ def register(sub) -> None:
     m.add_argument("path")
     m.add_argument("overrides", nargs="*", help="n_samples=, sample_seed=, and any SyntheticConfig field")
     m.set_defaults(func=_make)
+    e = ds.add_parser("saelens", help="write a law=saelens dictionary as a SAELens SyntheticModel folder",
+                      epilog="examples:\n  toymodels dataset saelens out/model law=saelens n_features=256 "
+                             "d_model=32 bias=0.5\n", formatter_class=raw)
+    e.add_argument("path")
+    e.add_argument("overrides", nargs="*", help="SyntheticConfig fields (law=saelens required)")
+    e.set_defaults(func=_export)
     i = ds.add_parser("info", help="validate a dataset file and print its shapes and metadata",
                       epilog=INFO_EXAMPLES, formatter_class=raw)
     i.add_argument("path")
@@ -70,6 +77,9 @@ def _run(args) -> None:
     cfg = to_object(compose(args.experiment, args.overrides, kind="benchmark"))
     run_benchmark(cfg)
     print(Path(cfg.out, "leaderboard.md").read_text())
+    from toymodels.groundtruth.published import print_published
+
+    print_published(args.experiment, cfg.out)
     print(f"wrote {cfg.out}/results.csv, leaderboard.md, leaderboard.csv, figures/pareto.png/.svg, "
           "figures/data/pareto.csv")
 
@@ -94,13 +104,33 @@ def _make(args) -> None:
     n, seed = kw.pop("n_samples", 100_000), kw.pop("sample_seed", 0)
     check(_is_int(n) and n >= 1, "n_samples", "an integer ≥ 1", n)
     check(_is_seed(seed), "sample_seed", SEED_RANGE, seed)
-    cfg = from_dict(SyntheticConfig, kw)
+    source = kw.pop("saelens", None)
+    if source is not None:
+        from toymodels.groundtruth.saelens_io import read_saelens
+
+        check(not kw, "saelens", "given alone (the SAELens model defines the dictionary), not with "
+              f"{', '.join(sorted(kw))}", source)
+        d = read_saelens(str(source))
+        cfg = d.cfg
+    else:
+        cfg = from_dict(SyntheticConfig, kw)
     with lock(args.path, file=True):  # one file, written by atomic rename; one writer at a time
-        ds = Dictionary(cfg).sample(n, seed=seed)
-        ds.meta["config"] = to_dict(cfg)
+        ds = (d if source is not None else Dictionary(cfg)).sample(n, seed=seed)
+        ds.meta["config"] = {"saelens": str(source)} if source is not None else to_dict(cfg)
         save_dataset(args.path, ds)
     print(f"wrote {args.path}: {n} samples, {cfg.n_features} features in {cfg.d_model} dims, "
           f"mean L0 {ds.mean_l0():.2f}")
+
+
+def _export(args) -> None:
+    from toymodels.cli import parse_overrides
+    from toymodels.config import from_dict
+    from toymodels.groundtruth.saelens_io import write_saelens
+    from toymodels.groundtruth.synthetic import Dictionary, SyntheticConfig
+
+    cfg = from_dict(SyntheticConfig, parse_overrides(args.overrides))
+    write_saelens(Dictionary(cfg), args.path)
+    print(f"wrote {args.path}: a SAELens SyntheticModel folder ({cfg.n_features} features in {cfg.d_model} dims)")
 
 
 def _info(args) -> None:

@@ -34,8 +34,14 @@ from toymodels.seeding import generator
 
 FIRING = ("constant", "linear", "zipf")
 MAGNITUDE_MEANS = ("constant", "linear", "exponential")
-CORRELATIONS = ("none", "low_rank")
+CORRELATIONS = ("none", "low_rank", "factor")
 TREE_NODES = ("random", "frequent")
+LAWS = ("toymodels", "saelens")
+STD_LAWS = ("constant", "linear", "exponential", "folded_normal")
+SAELENS_ONLY = (("branching_max", None), ("mutually_exclusive_portion", 1.0), ("mutually_exclusive_min_depth", 0),
+                ("mutually_exclusive_max_depth", None), ("compensate_probabilities", False),
+                ("scale_children_by_parent", False))
+"""Options (with their defaults) that only the saelens law has."""
 
 
 @dataclass
@@ -87,6 +93,36 @@ class SyntheticConfig:
     tree_nodes: str = "random"
     """Hierarchy: which features become tree nodes: random, or frequent (the most frequent features, roots
     first and then level by level in firing-rate order, as SynthSAEBench lays out its trees)."""
+    law: str = "toymodels"
+    """How firing, magnitudes and the hierarchy combine. toymodels: children fire given their parent with the
+    exact conditional min(1, p_child / P(parent)), magnitudes |N(μ_f, σ_f)|. saelens: SAELens's SyntheticModel
+    (saelens_law.py): every feature draws its own firing (through the copula, if any), magnitude relu(μ_f + σ_f
+    N), then the hierarchy silences children of silent parents and keeps one random active sibling per mutually
+    exclusive group; trees are laid out breadth first on features 0, 1, 2, … (`tree_nodes` is not used)."""
+    branching_max: int | None = None
+    """saelens law: children per node drawn uniformly from [branching, branching_max] (null: exactly
+    `branching`)."""
+    mutually_exclusive_portion: float = 1.0
+    """saelens law: with mutually_exclusive, the fraction (in [0, 1]) of eligible parents (≥ 2 children, tree
+    depth within the range below) whose children exclude each other, drawn at random."""
+    mutually_exclusive_min_depth: int = 0
+    """saelens law: shallowest parent depth (0 = roots, ≥ 0) whose children may be mutually exclusive."""
+    mutually_exclusive_max_depth: int | None = None
+    """saelens law: deepest such parent depth (≥ min depth; null: no limit)."""
+    compensate_probabilities: bool = False
+    """saelens law: raise each child's firing probability by 1 / p_parent (and, in a mutually exclusive group,
+    by 1 + Σ other siblings' p / p_parent), capped at 1, as SAELens does, so marginals stay near p_f."""
+    scale_children_by_parent: bool = False
+    """saelens law: an active child's magnitude is multiplied by its parent's magnitude / the parent's mean."""
+    magnitude_std_law: str = "constant"
+    """Per-feature spread σ_f: constant (magnitude_std), linear or exponential (magnitude_std → magnitude_std_end
+    over the features), folded_normal (σ_f = |N(magnitude_std, magnitude_std_end)|, drawn once per feature)."""
+    magnitude_std_end: float = 0.0
+    """The last feature's σ for linear/exponential (> 0 there), the folded normal's spread (> 0 there)."""
+    bias: float = 0.0
+    """Norm (≥ 0) of a random bias vector added to every sample (SAELens's dictionary bias; 0 = none)."""
+    orthogonality_lr: float = 0.01
+    """Adam learning rate (> 0) of the orthogonality steps."""
     seed: int = 0
     """Seeds the dictionary (vectors, probabilities, tree, loadings); sampling takes its own seed."""
 
@@ -118,7 +154,10 @@ class SyntheticConfig:
         check(self.tree_nodes in TREE_NODES, "tree_nodes", f"one of {', '.join(TREE_NODES)}", self.tree_nodes)
         check(isinstance(self.mutually_exclusive, bool), "mutually_exclusive", "true or false",
               self.mutually_exclusive)
-        tree = tree_size(self.n_roots, self.branching, self.depth, self.n_features)
+        from toymodels.groundtruth.saelens_law import check_law_options
+
+        check_law_options(self)
+        tree = tree_size(self.n_roots, self.branching_max or self.branching, self.depth, self.n_features)
         check(tree <= self.n_features, "n_roots", f"small enough that the trees ("
               f"{f'{tree} nodes' if tree <= self.n_features else 'more nodes than that'}; branching "
               f"{self.branching}, depth {self.depth}) fit in "
@@ -162,14 +201,14 @@ def _magnitude_means(cfg: SyntheticConfig) -> np.ndarray:
     return hi * (lo / hi) ** t
 
 
-def random_unit_vectors(n: int, d: int, gen: torch.Generator, steps: int = 0) -> torch.Tensor:
-    """[n, d] random unit vectors; `steps` > 0 runs Adam on the mean squared off-diagonal cosine to spread
-    them."""
+def random_unit_vectors(n: int, d: int, gen: torch.Generator, steps: int = 0, lr: float = 0.01) -> torch.Tensor:
+    """[n, d] random unit vectors; `steps` > 0 runs Adam (learning rate `lr`) on the mean squared off-diagonal
+    cosine to spread them."""
     V = torch.randn(n, d, generator=gen)
     V = V / V.norm(dim=1, keepdim=True)
     if steps:
         V.requires_grad_(True)
-        opt = torch.optim.Adam([V], lr=0.01)
+        opt = torch.optim.Adam([V], lr=lr)
         for _ in range(steps):
             U = V / V.norm(dim=1, keepdim=True)
             G = U @ U.T
@@ -195,7 +234,18 @@ def _csr_matmul_into(out_MD: np.ndarray, indptr, cols, vals, V_FD: np.ndarray):
 
 
 class Dictionary:
-    """A built synthetic dictionary: vectors, firing law, hierarchy and copula (all from `cfg.seed`)."""
+    """A built synthetic dictionary: vectors, firing law, hierarchy and copula (all from `cfg.seed`). With
+    `cfg.law == "saelens"` this is a `saelens_law.SAELensDictionary`."""
+
+    bias: torch.Tensor | None = None
+    """[d] added to every sample (SyntheticConfig.bias), or None."""
+
+    def __new__(cls, cfg=None, *args, **kwargs):
+        if cls is Dictionary and getattr(cfg, "law", "toymodels") == "saelens":
+            from toymodels.groundtruth.saelens_law import SAELensDictionary
+
+            cls = SAELensDictionary
+        return super().__new__(cls)
 
     def __init__(self, cfg: SyntheticConfig):
         from toymodels.budget import FLOAT, check_memory
@@ -206,7 +256,7 @@ class Dictionary:
         check_memory(FLOAT * (3 * F * cfg.d_model + gram) + 200 * F,
                      f"dictionary ({F} features in {cfg.d_model} dims)")
         gen = generator(cfg.seed, "dictionary")  # unrelated to any SAE init seeded with cfg.seed
-        self.vectors = random_unit_vectors(F, cfg.d_model, gen, cfg.orthogonality_steps)  # [F, D]
+        self.vectors = random_unit_vectors(F, cfg.d_model, gen, cfg.orthogonality_steps, cfg.orthogonality_lr)
         base = _firing_probs(cfg)
         self.mag_mean = torch.tensor(_magnitude_means(cfg), dtype=torch.float32)  # [F]
         # hierarchy: random (or the most frequent) features become tree nodes, laid out level by level
@@ -247,6 +297,26 @@ class Dictionary:
         self._top = TopSampler(density[self.top.numpy()], self.factor, self.sign, rho)
         self._top_sorted = self.top.numpy()[self._top.order]  # sorted position → feature
         self._mag_mean = self.mag_mean.numpy()
+        self._finish(cfg)
+
+    def _finish(self, cfg: SyntheticConfig) -> None:
+        """The per-feature spreads and the bias (own streams: the dictionary's draws above stay the same)."""
+        from toymodels.groundtruth.saelens_law import dictionary_bias, magnitude_stds
+
+        self.mag_std = magnitude_stds(cfg)  # [F] float32 σ_f
+        self._mag_std = None if cfg.magnitude_std_law == "constant" else self.mag_std.numpy()
+        self.bias = dictionary_bias(cfg)
+
+    @staticmethod
+    def _realise(out_MD: np.ndarray, count, cols, vals, V_FD: np.ndarray) -> None:
+        """out = Σ_active value · vector, row by row (`count` active entries per row, in row order)."""
+        _csr_matmul_into(out_MD, np.r_[0, np.cumsum(count)], cols, vals, V_FD)
+
+    def superposition(self, percentiles=(95, 99)) -> dict:
+        """Per-feature max / percentile |cos| with the other feature vectors and their means (ρ_mm: mean max)."""
+        from toymodels.groundtruth.saelens_law import superposition_stats
+
+        return superposition_stats(self.vectors, percentiles)
 
     @property
     def loadings(self) -> torch.Tensor:
@@ -282,25 +352,29 @@ class Dictionary:
         h_ND, V_FD = hidden.numpy(), self.vectors.numpy()
         starts = range(0, n, chunk)
         threads = max(1, min(threads or torch.get_num_threads(), len(starts)))
+        bias = None if self.bias is None else self.bias.numpy()
 
         def one(i_start):
             i, start = i_start
             m = min(chunk, n - start)
             rng = np.random.default_rng([int(seed), i])
             count, cols, vals = self._sample_chunk(m, rng)
-            _csr_matmul_into(h_ND[start:start + m], np.r_[0, np.cumsum(count)], cols, vals, V_FD)
+            self._realise(h_ND[start:start + m], count, cols, vals, V_FD)
+            if bias is not None:
+                h_ND[start:start + m] += bias
             return np.repeat(np.arange(start, start + m), count), cols, vals
 
         with ThreadPoolExecutor(threads) as pool:
             parts = list(progress(pool.map(one, enumerate(starts)), total=len(starts), desc="sample"))
         meta = {"source": "synthetic", "n_samples": n, "sample_seed": int(seed), "sample_chunk": chunk,
-                "expected_l0": self.expected_l0, "copula_clip_fraction": 0.0}  # exact tails: nothing clipped
+                "expected_l0": self.expected_l0, "copula_clip_fraction": 0.0,  # exact tails: nothing clipped
+                **({"bias_norm": float(self.bias.norm())} if self.bias is not None else {})}
         return GroundTruthDataset(hidden=hidden, feature_vectors=self.vectors.clone(),
                                   acts_rows=torch.from_numpy(np.concatenate([p[0] for p in parts])),
                                   acts_cols=torch.from_numpy(np.concatenate([p[1] for p in parts])),
                                   acts_values=torch.from_numpy(np.concatenate([p[2] for p in parts])),
                                   n_features=self.cfg.n_features, parent=self.parent.clone(),
-                                  density=self.density.clone(), meta=meta)
+                                  density=None if self.density is None else self.density.clone(), meta=meta)
 
     def _sample_chunk(self, m: int, rng: np.random.Generator):
         """(count [m] active features per sample, feature [A], magnitude [A]) with A sorted by sample."""
@@ -319,6 +393,8 @@ class Dictionary:
                 cols[at[r] + np.arange(len(r)) - (np.cumsum(c) - c)[r]] = f
                 at += c
         vals = self._mag_mean[cols]
-        if self.cfg.magnitude_std:
+        if self._mag_std is not None:
+            vals = vals + self._mag_std[cols] * rng.standard_normal(len(cols), dtype=np.float32)
+        elif self.cfg.magnitude_std:
             vals = vals + np.float32(self.cfg.magnitude_std) * rng.standard_normal(len(cols), dtype=np.float32)
         return count, cols, np.abs(vals)
