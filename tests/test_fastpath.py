@@ -165,7 +165,7 @@ def test_bench_quick_prints_every_config(capsys):
     assert main(["bench", "--quick"]) == 0
     out = capsys.readouterr().out
     names = [case.name for case in cases()]
-    assert len(names) == 4 and any("0.01" in n for n in names)  # the three dense configs + sparse
+    assert len(names) == 6 and any("0.01" in n for n in names)  # dense, row-sparse and wide (element-)sparse
     for name in names:
         line = next(ln for ln in out.splitlines() if ln.startswith(name))
         ref, ours, ratio, _target, ref_loss, our_loss, _ok = line[len(name):].split()
