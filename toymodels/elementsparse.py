@@ -166,7 +166,7 @@ class ActiveGrad:
         self.Wb_KFA = torch.empty(K, F, H + 1)  # [W | b]
         self.WT_KHF = torch.empty(K, H, F)
         self.hA_KAB = torch.ones(K, H + 1, batch)  # [h; 1]
-        self.out_KFB, self.g_KFB = torch.empty(K, F, batch), torch.empty(K, F, batch)
+        self.out_KFB = self.g_KFB = None  # [K, F, B] each, allocated on the first batch
         self.gWb_KAF = torch.zeros(K, H + 1, F)  # [∂W | ∂b]ᵀ
         self.dh_KHB = torch.empty(K, H, batch)
 
@@ -182,6 +182,8 @@ class ActiveGrad:
     def __call__(self, xa: ActiveBatch, n_zero: int, loss_K: torch.Tensor, sl: slice = slice(None)) -> None:
         """Write every instance's loss into `loss_K` and its gradient into [∂W | ∂b]ᵀ (one chunk: all rows)."""
         K, F, H, B = self.shape
+        if self.out_KFB is None:
+            self.out_KFB, self.g_KFB = torch.empty(K, F, B), torch.empty(K, F, B)
         hA_KAB, out_KFB, g_KFB, dh_KHB = self.hA_KAB, self.out_KFB, self.g_KFB, self.dh_KHB
         W_CH = self.model.W.detach().view(K * F, H)
         h_RH = embedding_bag(xa.cell_N, W_CH, xa.row_start_R, mode="sum", per_sample_weights=xa.v_N)  # h = W x
