@@ -1,7 +1,7 @@
 """The fast path's element-sparse kernel, for wide sparse tied models (many features at low density).
 
-With F ≥ 100 features at density ≤ 0.03 nearly every row of a batch has an active feature, so skipping all-zero
-rows (`FastSampler`'s sparse mode) saves nothing; but only about p·F·B of the F·B entries of x are non-zero.
+With F ≥ 100 features at density 0.01–0.03 most rows of a batch have an active feature, so skipping all-zero
+rows (`FastSampler`'s sparse mode) saves little; but only about p·F·B of the F·B entries of x are non-zero.
 This kernel samples only those entries and uses x as a sparse matrix:
 
 - `ActiveSampler` draws the active (row, feature) pairs directly, exact in distribution: in the flattened
