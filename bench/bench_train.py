@@ -1,6 +1,6 @@
 """Training speed vs the paper notebook's loop; the same as `toymodels bench` (see toymodels/bench.py).
 
-    python bench/bench_train.py            # full table, ~2 minutes on 2 cores
+    python bench/bench_train.py            # full table, ~5 minutes on 2 busy cores
     python bench/bench_train.py --quick    # a few steps per config (smoke test)
 """
 

@@ -2,12 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from toymodels import ConfigError, DivergenceError, ToyConfig, TrainConfig, train
 from toymodels.bench import cases
 from toymodels.cli import main
+from toymodels.elementsparse import ActiveGrad, ActiveSampler, use_active
 from toymodels.features import FastSampler, nonzero_row_prob, sample_dense
 from toymodels.models import TiedGrad, build_model
 from toymodels.train import batch_loss
@@ -163,7 +165,7 @@ def test_bench_quick_prints_every_config(capsys):
     assert main(["bench", "--quick"]) == 0
     out = capsys.readouterr().out
     names = [case.name for case in cases()]
-    assert len(names) == 4 and any("0.01" in n for n in names)  # the issue's three dense configs + sparse
+    assert len(names) == 6 and any("0.01" in n for n in names)  # dense, row-sparse and wide (element-)sparse
     for name in names:
         line = next(ln for ln in out.splitlines() if ln.startswith(name))
         ref, ours, ratio, _target, ref_loss, our_loss, _ok = line[len(name):].split()
@@ -178,3 +180,75 @@ def test_structured_features_take_the_same_data_through_both_paths():
                   for bw in ("auto", "autograd"))
     torch.testing.assert_close(fast.W, slow.W, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(fast.final_loss, slow.final_loss, rtol=1e-3, atol=1e-6)
+
+
+# --- element-sparse kernel (wide sparse models: toymodels/elementsparse.py) ---
+
+
+def _active_dense(xa, K, F, B):
+    """x_KBF from an ActiveBatch."""
+    x_KFB = torch.zeros(K, F, B)
+    x_KFB.view(-1)[xa.idx_N] = xa.v_N
+    return x_KFB.transpose(1, 2).contiguous()
+
+
+@pytest.mark.parametrize("kind", TIED)
+def test_active_gradients_equal_autograd(kind):
+    K, F, H, B = 3, 70, 6, 50
+    model, gen = _random_model(kind, K=K, F=F, H=H)
+    p_KF = torch.rand(K, F, generator=gen) * 0.1  # per-feature densities: the thinning path
+    imp_KF = torch.rand(K, F, generator=gen) + 0.1
+    (sl, xa, n_zero), = ActiveSampler(p_KF, B, seed=1)()
+    x_KBF = _active_dense(xa, K, F, B)
+    assert n_zero == 0 and sl == slice(0, K) and 0 < len(xa.v_N) < 0.2 * K * F * B
+    # both bag orientations hold the same entries
+    rows = torch.repeat_interleave(torch.arange(K * B), torch.diff(xa.row_start_R, append=torch.tensor([len(xa.v_N)])))
+    cols = torch.repeat_interleave(torch.arange(K * F), torch.diff(xa.col_start_C, append=torch.tensor([len(xa.v_N)])))
+    assert torch.equal((xa.row_T * K * F + cols).sort().values, (rows * K * F + xa.cell_N).sort().values)
+    loss_ref, gW_ref, gb_ref = _autograd(model, x_KBF, 0, imp_KF, B)
+    grad, loss = ActiveGrad(model, imp_KF, B), torch.empty(K)
+    _hand(grad, xa, 0, loss)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad.grads[0], gW_ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad.grads[1], gb_ref, rtol=1e-4, atol=1e-6)
+    assert grad.grads[0].abs().max() > 1e-3 and grad.grads[1].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("gaps", [None, 7])  # 7 gaps per draw: the rare extension path on every batch
+def test_active_sampler_is_exact(gaps):
+    """Per-entry rates and U[0,1) magnitudes, Binomial per-batch counts, and independent pairs of features."""
+    K, F, B, draws = 3, 100, 128, 50
+    p_KF = torch.tensor([[0.02] * F, torch.linspace(0.0, 0.04, F).tolist(), [0.0] * F])
+    sampler = ActiveSampler(p_KF, B, seed=5)
+    if gaps:
+        sampler.buf_Km, sampler.ramp_m = np.empty((K, gaps)), np.arange(gaps, dtype=np.float64)
+    xs = [_active_dense(sampler()[0][1], K, F, B) for _ in range(draws)]
+    on = torch.stack([(x != 0).sum(1) for x in xs]).double()  # [draws, K, F]
+    n = draws * B
+    rate, p64 = on.sum(0) / n, p_KF.double()
+    assert ((rate - p64).abs() <= 4 * (p64 * (1 - p64) / n).sqrt() + 1e-12).all()
+    assert on[:, 2].sum() == 0  # density 0: never on
+    mag = torch.cat([x[x != 0] for x in xs]).double()
+    assert (mag > 0).all() and (mag < 1).all() and abs(mag.mean() - 0.5) < 4 * math.sqrt(1 / 12 / len(mag))
+    count = on[:, 0].sum(-1)  # entries of instance 0 per batch: Binomial(B·F, 0.02)
+    mean, var = B * F * 0.02, B * F * 0.02 * 0.98
+    assert abs(count.mean() - mean) < 4 * math.sqrt(var / draws) and abs(count.var() / var - 1) < 0.6
+    both = sum(float(((x[0, :, :50] != 0).double().T @ (x[0, :, 50:] != 0).double()).sum()) for x in xs)
+    expect = 50 * 50 * 0.02**2 * n  # co-active (f, g) pairs across the two halves, independent features
+    assert abs(both - expect) < 4 * math.sqrt(expect)
+
+
+def test_active_path_trains_like_autograd_and_is_reproducible():
+    cfg = ToyConfig(n_features=100, n_hidden=5, importance_decay=0.99, density=[[0.02], [0.01]])
+    assert use_active(cfg, torch.tensor(cfg.density_array()), "auto", False)
+    assert not use_active(cfg, torch.tensor(cfg.density_array()), "never", False)
+    tc = dict(steps=150, batch_size=256, lr=1e-2, eval_batches=8, progress=False)
+    runs = {bw: train(cfg, TrainConfig(backward=bw, **tc)) for bw in ("auto", "autograd")}
+    assert runs["auto"].meta["sampler"] == "active" and runs["auto"].meta["backward"] == "manual"
+    fast, slow = runs["auto"].final_loss, runs["autograd"].final_loss
+    start = train(cfg, TrainConfig(**{**tc, "steps": 1})).final_loss
+    assert (fast < 0.9 * start).all()  # it learns, and as far as autograd does (training noise: a few percent)
+    assert ((fast - slow).abs() <= 0.06 * slow + 2e-5).all(), (fast, slow)
+    a, b, c = (train(cfg, TrainConfig(steps=20, seed=s, progress=False)) for s in (5, 5, 6))
+    assert torch.equal(a.W, b.W) and torch.equal(a.model.b, b.model.b) and torch.equal(a.loss_history, b.loss_history)
+    assert not torch.equal(a.W, c.W)

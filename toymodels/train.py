@@ -24,6 +24,7 @@ import torch
 
 from toymodels import analysis
 from toymodels.config import ToyConfig, TrainConfig
+from toymodels.elementsparse import ActiveGrad, ActiveSampler, use_active
 from toymodels.errors import DivergenceError, check
 from toymodels.features import FastSampler, nonzero_row_prob, sample_dense, sample_sparse
 from toymodels.models import TiedGrad, TiedModel, ToyModel, build_model
@@ -217,7 +218,7 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
         snapshot_steps=torch.tensor(snap_steps) if snaps else None,
         snapshots=torch.stack(snaps)[:, keep] if snaps else None,
         seconds=seconds,
-        meta={"sampler": "sparse" if sparse else "dense",
+        meta={"sampler": getattr(step_fn, "sampler", None) or ("sparse" if sparse else "dense"),
               "backward": "manual" if isinstance(step_fn, _FastStep) else "autograd",
               "model_steps_per_s": I * R * tc.steps / seconds,
               "window_seconds": window_seconds},  # wall time of each log_every window (for benchmarks)
@@ -331,8 +332,11 @@ class _FastStep:
     """
 
     def __init__(self, cfg, model: TiedModel, p_KF, imp_KF, sparse: bool, tc: TrainConfig, gen):
-        self.draw = FastSampler(cfg, p_KF, tc.batch_size, sparse, tc.seed, gen)
-        self.grad = TiedGrad(model, imp_KF, tc.batch_size)
+        active = use_active(cfg, p_KF, tc.sparse_sampling, sparse)  # wide sparse models: element-sparse kernel
+        self.sampler = "active" if active else None
+        self.draw = (ActiveSampler(p_KF, tc.batch_size, tc.seed) if active
+                     else FastSampler(cfg, p_KF, tc.batch_size, sparse, tc.seed, gen))
+        self.grad = (ActiveGrad if active else TiedGrad)(model, imp_KF, tc.batch_size)
         self.params = [model.W, model.b]
         self.wd = tc.weight_decay
         self.fused = hasattr(torch, "_fused_adamw_")
@@ -366,6 +370,7 @@ class _FastDatasetStep(_FastStep):
 
     def __init__(self, fixed: _DatasetStep, cfg, model: TiedModel, p_KF, imp_KF, tc: TrainConfig, gen):
         super().__init__(cfg, model, p_KF, imp_KF, False, tc, gen)
+        self.sampler = None
         R = len(imp_KF) // len(fixed.dataset)
         T_K = torch.tensor([len(x) for x in fixed.dataset]).repeat_interleave(R)
         self.grad = TiedGrad(model, imp_KF / T_K[:, None], 1)
