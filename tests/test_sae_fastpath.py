@@ -1,4 +1,5 @@
-"""BatchTopK's hand-written sparse step equals autograd through the dense reference path."""
+"""The TopK family's hand-written sparse step (BatchTopK, TopK, AbsTopK, Matryoshka) equals autograd through
+the dense reference path."""
 
 import pytest
 import torch
@@ -13,13 +14,14 @@ def _x(n=256, d=16, seed=0):
     return torch.randn(n, d, generator=g) * (torch.rand(n, d, generator=g) < 0.5) * 2 + 0.3
 
 
-def _step(fast, ks, running, dead, x):
-    m = pack([SAEConfig(variant="batchtopk", d_in=16, d_sae=24, k=k, seed=i) for i, k in enumerate(ks)])
+def _step(fast, ks, running, dead, x, variant="batchtopk", **kw):
+    m = pack([SAEConfig(variant=variant, d_in=16, d_sae=24, k=k, seed=i, **kw) for i, k in enumerate(ks)])
     m.fast_path, m.sparse_max_density = fast, 0.0  # reference: masks + dense bmm under autograd
     with torch.no_grad():
         m.b_enc_KL.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
         m.b_dec_KD.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
-        m.threshold_K.fill_(running)
+        if hasattr(m, "threshold_K"):
+            m.threshold_K.fill_(running)
     if dead:
         m.dead_KL = torch.rand(m.K, m.L, generator=torch.Generator().manual_seed(3)) < 0.3
     losses, fired = m.loss_terms(x, 0.5)
@@ -39,6 +41,23 @@ def test_sparse_step_gradients_equal_autograd(dead, running):
         torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6)
     assert torch.equal(ff, fr) and int(ff[0].sum()) == 2 * 256
     torch.testing.assert_close(mf.threshold_K, mr.threshold_K)
+    for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
+        assert pf.grad.abs().max() > 0, name
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("variant,kw", [("topk", {}), ("abstopk", {}), ("matryoshka", {}),
+                                        ("matryoshka", {"prefixes": [3, 10, 24], "prefix_weights": [0.5, 2, 1]})])
+@pytest.mark.parametrize("dead", [False, True])
+def test_sparse_step_of_topk_abstopk_matryoshka_equals_autograd(variant, kw, dead):
+    """Per-sample top-k (signed for AbsTopK) and Matryoshka's nested-prefix loss through the same sparse step;
+    mixed k per pack (TopK's ranks ≥ k_i and non-positive picks are dropped from the kept entries)."""
+    x, ks = _x(), (2, 5, 24)
+    (lf, ff, mf), (lr, fr, mr) = (_step(f, ks, 0.5, dead, x, variant, **kw) for f in (True, False))
+    assert set(lf) == set(lr) == ({"mse", "aux"} if dead else {"mse"})
+    for name in lf:
+        torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ff.float(), fr.float())
     for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
         assert pf.grad.abs().max() > 0, name
         torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
