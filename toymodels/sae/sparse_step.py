@@ -110,3 +110,13 @@ class SparseStep(torch.autograd.Function):
             gb = -torch.bmm(W_enc, d_bias[:, :, None]).squeeze(-1)
             db_dec = gb if db_dec is None else db_dec + gb
         return None, dW_enc, d_bias, dW_dec, db_dec, None
+
+
+
+def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices b·L + l (ascending) of each row's k largest entries of `key` (numpy [B, L]): numpy's
+    introselect partition along rows, ~2× torch.topk's time on one CPU thread."""
+    B, L = key_BL.shape
+    cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1) if k < L else \
+        np.broadcast_to(np.arange(L), (B, L))
+    return (np.arange(B)[:, None] * L + cols).reshape(-1)

@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
 from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
 from toymodels.sae.registry import register_variant
-from toymodels.sae.sparse_step import SparseStep
+from toymodels.sae.sparse_step import SparseStep, row_top_k
 
 K_ANNEAL_FRAC = 0.5
 """Fraction of training over which k falls from `k_start` to `k`."""
@@ -204,14 +205,16 @@ class TopKSAE(TopKFamily):
     def select_entries(self, pre_KBL):
         """`SparseStep`'s selection: per SAE the flat indices (ascending, into its [B·L]) and values of the
         nonzero top-k entries, and an unused [K] tensor."""
-        K, B, L = pre_KBL.shape
-        vals, idx = self._topk(pre_KBL)
-        idx, order = idx.sort(-1)  # ascending latents within each sample
-        flat = (idx + torch.arange(B)[:, None] * L).numpy().reshape(K, -1)
-        vals = vals.gather(-1, order).numpy().reshape(K, -1)
-        keep = vals != 0
-        return [f[m] for f, m in zip(flat, keep, strict=True)], [v[m] for v, m in zip(vals, keep, strict=True)], \
-            torch.zeros(K)
+        pre = pre_KBL.detach().numpy()
+        key = np.abs(pre) if self.aux_by_magnitude else pre
+        idx, vals = [], []
+        for i, k in enumerate(self.k_K.tolist()):
+            flat = row_top_k(key[i], int(k))
+            v = pre[i].reshape(-1)[flat]
+            keep = (v != 0) if self.aux_by_magnitude else (v > 0)  # TopK: ReLU of the picks
+            idx.append(flat[keep])
+            vals.append(v[keep])
+        return idx, vals, torch.zeros(len(pre))
 
     def loss_terms(self, x_BD, frac):
         if self.fast_path and x_BD.device.type == "cpu":  # its index work runs in numpy
