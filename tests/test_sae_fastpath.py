@@ -77,3 +77,13 @@ def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
             assert float(t_K[i]) == float(top.values.min())
             assert torch.equal(torch.from_numpy(vals[i]), pre[i].flatten()[kept])
         assert idx[2].size == 0 and float(t_K[2]) == 0.0
+
+
+def test_row_top_k_is_each_rows_top_k():
+    from toymodels.sae.sparse_step import row_top_k
+
+    g = torch.Generator().manual_seed(0)
+    key = torch.randn(50, 30, generator=g)
+    for k in (1, 7, 30):
+        want = (key.topk(k, dim=-1).indices + torch.arange(50)[:, None] * 30).flatten().sort().values
+        assert torch.equal(torch.from_numpy(row_top_k(key.numpy(), k)), want)
