@@ -131,6 +131,7 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=500_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ours-lr", type=float, default=None, help="our peak lr if not --lr (MCC at equal samples)")
     ap.add_argument("--coeffs", default="", help="SAELens L1 coefficients, e.g. standard=2,gated=2,standard_april=2")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
     gt = model.feature_dict.feature_vectors.detach()
     print(f"sae_lens {sae_lens.__version__}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); data "
           f"{F} features in {D} dims, true L0 {true_l0:.2f}; width {WIDTH}, L0/k {K}, batch {BATCH}, "
-          f"{a.samples:,} samples, lr {a.lr}, {a.rounds} rounds")
+          f"{a.samples:,} samples, lr {a.lr} (ours {a.ours_lr or a.lr}), {a.rounds} rounds")
     ours("topk", X[:4 * BATCH], a.lr)  # warm-up (imports, allocator)
     theirs("topk", X[:4 * BATCH], a.lr, coeffs)
     rows = []
@@ -152,7 +153,7 @@ def main(argv=None) -> None:
         arch = SAELENS[v]
         t_ours, t_theirs = [], []
         for _ in range(a.rounds):
-            s, W_ours, sae_ours = ours(v, X, a.lr)
+            s, W_ours, sae_ours = ours(v, X, a.ours_lr or a.lr)
             t_ours.append(s)
             s, W_theirs, sae_theirs = theirs(arch, X, a.lr, coeffs)
             t_theirs.append(s)
