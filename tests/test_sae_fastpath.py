@@ -87,3 +87,18 @@ def test_row_top_k_is_each_rows_top_k():
     for k in (1, 7, 30):
         want = (key.topk(k, dim=-1).indices + torch.arange(50)[:, None] * 30).flatten().sort().values
         assert torch.equal(torch.from_numpy(row_top_k(key.numpy(), k)), want)
+
+
+def test_a_subclass_with_its_own_topk_takes_the_autograd_path():
+    from toymodels.sae.topk import TopKSAE
+
+    m = pack([SAEConfig(variant="topk", d_in=16, d_sae=24, k=3)])
+    x = _x()
+    assert m.fast_step_ok(x) and pack([SAEConfig(variant="abstopk", d_in=16, d_sae=24, k=3)]).fast_step_ok(x)
+
+    class Mine(TopKSAE):
+        def _topk(self, pre_KBL):
+            return super()._topk(pre_KBL)
+
+    m.__class__ = Mine
+    assert not m.fast_step_ok(x)

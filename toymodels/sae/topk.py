@@ -216,8 +216,13 @@ class TopKSAE(TopKFamily):
             vals.append(v[keep])
         return idx, vals, torch.zeros(len(pre))
 
+    def fast_step_ok(self, x_BD) -> bool:
+        """The hand-written step on CPU (its index work runs in numpy), when `select_entries` computes this
+        class's `_topk` (a subclass with its own `_topk` takes the autograd path)."""
+        return self.fast_path and x_BD.device.type == "cpu" and type(self)._topk in FAST_TOPK
+
     def loss_terms(self, x_BD, frac):
-        if self.fast_path and x_BD.device.type == "cpu":  # its index work runs in numpy
+        if self.fast_step_ok(x_BD):
             mse, pre, recon, _, fired = SparseStep.apply(
                 x_BD, self.W_enc_KDL, self.b_enc_KL, self.W_dec_KLD, self.b_dec_KD, self)
             return {"mse": mse, **self._aux(x_BD, recon, pre)}, fired
@@ -233,3 +238,7 @@ class TopKSAE(TopKFamily):
 
     def inference(self, i):
         return "topk", self._base_tensors(i), {"k": self.cfgs[i].k, "rescale_acts_by_decoder_norm": False}
+
+
+FAST_TOPK = {TopKSAE._topk}
+"""`_topk` methods that `TopKSAE.select_entries` reproduces (AbsTopK adds its own)."""
