@@ -1,4 +1,5 @@
-"""BatchTopK's hand-written sparse step equals autograd through the dense reference path."""
+"""The TopK family's hand-written sparse step (BatchTopK, TopK, AbsTopK, Matryoshka) equals autograd through
+the dense reference path."""
 
 import pytest
 import torch
@@ -13,13 +14,14 @@ def _x(n=256, d=16, seed=0):
     return torch.randn(n, d, generator=g) * (torch.rand(n, d, generator=g) < 0.5) * 2 + 0.3
 
 
-def _step(fast, ks, running, dead, x):
-    m = pack([SAEConfig(variant="batchtopk", d_in=16, d_sae=24, k=k, seed=i) for i, k in enumerate(ks)])
+def _step(fast, ks, running, dead, x, variant="batchtopk", **kw):
+    m = pack([SAEConfig(variant=variant, d_in=16, d_sae=24, k=k, seed=i, **kw) for i, k in enumerate(ks)])
     m.fast_path, m.sparse_max_density = fast, 0.0  # reference: masks + dense bmm under autograd
     with torch.no_grad():
         m.b_enc_KL.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
         m.b_dec_KD.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
-        m.threshold_K.fill_(running)
+        if hasattr(m, "threshold_K"):
+            m.threshold_K.fill_(running)
     if dead:
         m.dead_KL = torch.rand(m.K, m.L, generator=torch.Generator().manual_seed(3)) < 0.3
     losses, fired = m.loss_terms(x, 0.5)
@@ -44,6 +46,23 @@ def test_sparse_step_gradients_equal_autograd(dead, running):
         torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("variant,kw", [("topk", {}), ("abstopk", {}), ("matryoshka", {}),
+                                        ("matryoshka", {"prefixes": [3, 10, 24], "prefix_weights": [0.5, 2, 1]})])
+@pytest.mark.parametrize("dead", [False, True])
+def test_sparse_step_of_topk_abstopk_matryoshka_equals_autograd(variant, kw, dead):
+    """Per-sample top-k (signed for AbsTopK) and Matryoshka's nested-prefix loss through the same sparse step;
+    mixed k per pack (TopK's ranks ≥ k_i and non-positive picks are dropped from the kept entries)."""
+    x, ks = _x(), (2, 5, 24)
+    (lf, ff, mf), (lr, fr, mr) = (_step(f, ks, 0.5, dead, x, variant, **kw) for f in (True, False))
+    assert set(lf) == set(lr) == ({"mse", "aux"} if dead else {"mse"})
+    for name in lf:
+        torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ff.float(), fr.float())
+    for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
+        assert pf.grad.abs().max() > 0, name
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
     g = torch.Generator().manual_seed(0)
     pre = torch.randn(3, 64, 40, generator=g)
@@ -58,3 +77,28 @@ def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
             assert float(t_K[i]) == float(top.values.min())
             assert torch.equal(torch.from_numpy(vals[i]), pre[i].flatten()[kept])
         assert idx[2].size == 0 and float(t_K[2]) == 0.0
+
+
+def test_row_top_k_is_each_rows_top_k():
+    from toymodels.sae.sparse_step import row_top_k
+
+    g = torch.Generator().manual_seed(0)
+    key = torch.randn(50, 30, generator=g)
+    for k in (1, 7, 30):
+        want = (key.topk(k, dim=-1).indices + torch.arange(50)[:, None] * 30).flatten().sort().values
+        assert torch.equal(torch.from_numpy(row_top_k(key.numpy(), k)), want)
+
+
+def test_a_subclass_with_its_own_topk_takes_the_autograd_path():
+    from toymodels.sae.topk import TopKSAE
+
+    m = pack([SAEConfig(variant="topk", d_in=16, d_sae=24, k=3)])
+    x = _x()
+    assert m.fast_step_ok(x) and pack([SAEConfig(variant="abstopk", d_in=16, d_sae=24, k=3)]).fast_step_ok(x)
+
+    class Mine(TopKSAE):
+        def _topk(self, pre_KBL):
+            return super()._topk(pre_KBL)
+
+    m.__class__ = Mine
+    assert not m.fast_step_ok(x)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from toymodels.sae.registry import register_variant
-from toymodels.sae.topk import TopKFamilyConfig, TopKSAE
+from toymodels.sae.topk import FAST_TOPK, TopKFamilyConfig, TopKSAE
 
 
 @dataclass
@@ -35,3 +35,6 @@ class AbsTopKSAE(TopKSAE):
 
     def inference(self, i):
         return "abstopk", self._base_tensors(i), {"k": self.cfgs[i].k, "rescale_acts_by_decoder_norm": False}
+
+
+FAST_TOPK.add(AbsTopKSAE._topk)  # select_entries ranks |pre| when aux_by_magnitude

@@ -3,14 +3,13 @@ for inference a learned global threshold θ (EMA of the smallest kept activation
 
 Selection (`select_entries`): per SAE the (k·B)-th largest positive pre-activation t is found exactly on a
 pre-filtered candidate set (entries above ~90 % of the previous batch's t), and the kept entries are those
-≥ t (exact up to float ties). The training step (`_BatchTopKStep`) is a hand-written forward/backward on the
-kept entries only: the decoder, ∂W_dec, ∂W_enc and ∂f at the kept entries are sparse (CSR) products, so the
-only dense product is the encoder's x·W_enc. Subclasses that override `_recon_losses` (Matryoshka) use the
-autograd path (`decode_prefixes`)."""
+≥ t (exact up to float ties). The training step is the TopK family's hand-written forward/backward on the
+kept entries only (`sparse_step.SparseStep`): the decoder, ∂W_dec, ∂W_enc and ∂f at the kept entries are
+sparse (CSR) products, so the only dense product is the encoder's x·W_enc. The autograd path
+(`_recon_losses`, `decode_prefixes`) is the reference, and what runs off CPU."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from toymodels.config import _is_num
 from toymodels.errors import check
 from toymodels.sae.base import mse_K
 from toymodels.sae.registry import register_variant
+from toymodels.sae.sparse_step import SparseStep
 from toymodels.sae.topk import SPARSE_MAX_DENSITY, TopKFamily, TopKFamilyConfig, _SparseDecode
 
 PREFILTER_MARGINS = (0.1, 0.4)
@@ -56,81 +56,6 @@ def select_entries(pre_KBL: torch.Tensor, k_K: torch.Tensor, ref_K: torch.Tensor
     return idx, vals, t_K
 
 
-def _csr(crow, col, vals, shape) -> torch.Tensor:
-    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta" (CPU spmm is MKL's, stable)
-        warnings.simplefilter("ignore")
-        t = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (crow, col, vals)]
-        return torch.sparse_csr_tensor(*t, shape, check_invariants=False)
-
-
-def _crow(sorted_rows: np.ndarray, n_rows: int) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.bincount(sorted_rows, minlength=n_rows))])
-
-
-class _BatchTopKStep(torch.autograd.Function):
-    """(mse_K, pre_KBL, recon_KBD, t_K, fired_KL) of a BatchTopK batch; gradients for (W_enc, b_enc, W_dec,
-    b_dec) by hand. With n kept entries (row k·B + b, column k·L + l of a block-diagonal [K·B, K·L] CSR
-    matrix A of kept activations): x̂ = A·W_dec + b_dec, ∂W_dec = Aᵀ·∂x̂, ∂f = (∂x̂·W_decᵀ) sampled at A's
-    entries, ∂W_encᵀ = ∂Fᵀ·x: each O(n·D) instead of O(B·L·D). A gradient arriving on pre (the aux-k loss)
-    adds a dense x·∂pre product, only in steps that have one. CPU tensors only (numpy index work)."""
-
-    @staticmethod
-    def forward(ctx, x_BD, W_enc_KDL, b_enc_KL, W_dec_KLD, b_dec_KD, sae):
-        ctx.set_materialize_grads(False)
-        K, L, D = W_dec_KLD.shape
-        B = x_BD.shape[0]
-        pre = sae.pre_acts(x_BD)  # [K, B, L]
-        idx, vals, t_K = sae.select_entries(pre)
-        off = np.repeat(np.arange(K), [len(i) for i in idx])
-        flat = np.concatenate(idx)
-        b_n, l_n = np.divmod(flat, L)
-        row_n, col_n = off * B + b_n, off * L + l_n
-        v_n = np.concatenate(vals)
-        A = _csr(_crow(row_n, K * B), col_n, v_n, (K * B, K * L))
-        recon = torch.addmm(b_dec_KD[:, None, :].expand(K, B, D).reshape(K * B, D), A,
-                            W_dec_KLD.reshape(K * L, D)).view(K, B, D)
-        err_KBD = recon - x_BD
-        mse = torch.linalg.vecdot(err_KBD.view(K, -1), err_KBD.view(K, -1)) / B
-        cnt_L = np.bincount(col_n, minlength=K * L)
-        fired = torch.from_numpy(cnt_L).view(K, L)
-        ctx.save_for_backward(x_BD, W_enc_KDL, W_dec_KLD, b_dec_KD, err_KBD)
-        ctx.A, ctx.entries = A, (row_n, col_n, v_n, off * (B * L) + flat, cnt_L)
-        ctx.mark_non_differentiable(recon, t_K, fired)
-        return mse, pre, recon, t_K, fired
-
-    @staticmethod
-    def backward(ctx, g_mse, g_pre, *_):
-        x_BD, W_enc, W_dec, b_dec, err = ctx.saved_tensors
-        row_n, col_n, v_n, pos_n, cnt_L = ctx.entries
-        K, L, D = W_dec.shape
-        B = x_BD.shape[0]
-        dW_dec = db_dec = d_bias = dW_enc = None
-        if g_mse is not None:
-            dr = (err * (g_mse * (2.0 / B))[:, None, None]).view(K * B, D)  # ∂x̂
-            db_dec = dr.view(K, B, D).sum(1)
-            # transposed pattern (sorted by latent): ∂W_dec = Aᵀ ∂x̂ and ∂W_encᵀ = ∂Fᵀ (x − b_dec) as CSR
-            # products (pre = (x − b_dec) W_enc + b_enc; ∂b_dec's encoder part is added below)
-            perm = np.argsort(col_n.astype(np.int16 if K * L < 2**15 else np.int64), kind="stable")
-            crow_T = np.concatenate([[0], np.cumsum(cnt_L)])
-            dW_dec = (_csr(crow_T, row_n[perm], v_n[perm], (K * L, K * B)) @ dr).view(K, L, D)
-            df_n = torch.sparse.sampled_addmm(ctx.A, dr, W_dec.reshape(K * L, D).T, beta=0.0).values()
-            if g_pre is None:
-                FT = _csr(crow_T, row_n[perm], df_n.numpy()[perm], (K * L, K * B))
-                dW_enc = (FT @ (x_BD - b_dec[:, None, :]).view(K * B, D)).view(K, L, D).transpose(1, 2)
-                d_bias = torch.from_numpy(np.bincount(col_n, weights=df_n.numpy(), minlength=K * L))
-                d_bias = d_bias.to(W_enc.dtype).view(K, L)
-        if g_pre is not None:
-            g = g_pre.clone()
-            if g_mse is not None:
-                g.view(-1).index_add_(0, torch.from_numpy(pos_n), df_n)
-            dW_enc = torch.bmm((x_BD - b_dec[:, None, :]).transpose(1, 2), g)
-            d_bias = g.sum(1)
-        if d_bias is not None:
-            gb = -torch.bmm(W_enc, d_bias[:, :, None]).squeeze(-1)
-            db_dec = gb if db_dec is None else db_dec + gb
-        return None, dW_enc, d_bias, dW_dec, db_dec, None
-
-
 @dataclass
 class BatchTopKConfig(TopKFamilyConfig):
     """BatchTopK SAE: the TopK family's fields and the inference threshold's EMA momentum."""
@@ -154,7 +79,7 @@ class BatchTopKSAE(TopKFamily):
     last_t_K: torch.Tensor | None = None
     """The previous batch's t (not saved): the reference of the selection's candidate pre-filter."""
     fast_path = True
-    """Use the hand-written sparse step (`_BatchTopKStep`) on CPU when `_recon_losses` is not overridden."""
+    """Use the hand-written sparse step (`SparseStep`) on CPU (`fast_step_ok`)."""
 
     def __init__(self, cfgs):
         super().__init__(cfgs)
@@ -207,10 +132,15 @@ class BatchTopKSAE(TopKFamily):
         (recon,) = self.decode_prefixes(pre_KBL, kept_KBL, [self.L])
         return {"mse": mse_K(x_BD, recon)}, recon
 
+    def fast_step_ok(self, x_BD) -> bool:
+        """Whether this step can take the hand-written path (CPU: its index work runs in numpy; a subclass
+        that overrides `_recon_losses` says so itself)."""
+        return (self.fast_path and x_BD.device.type == "cpu"
+                and type(self)._recon_losses is BatchTopKSAE._recon_losses)
+
     def loss_terms(self, x_BD, frac):
-        if (self.fast_path and x_BD.device.type == "cpu"  # its index work runs in numpy
-                and type(self)._recon_losses is BatchTopKSAE._recon_losses):
-            mse, pre, recon, t_K, fired = _BatchTopKStep.apply(
+        if self.fast_step_ok(x_BD):
+            mse, pre, recon, t_K, fired = SparseStep.apply(
                 x_BD, self.W_enc_KDL, self.b_enc_KL, self.W_dec_KLD, self.b_dec_KD, self)
             losses = {"mse": mse, **self._aux(x_BD, recon, pre)}
             if self.training:

@@ -71,6 +71,14 @@ class MatryoshkaSAE(BatchTopKSAE):
         n = len(cfgs[0].prefix_sizes)
         self.weight_KP = torch.tensor([c.prefix_weights or [1.0] * n for c in cfgs], dtype=torch.float32)
 
+    def step_prefixes(self):
+        return self.cfgs[0].prefix_sizes, self.weight_KP
+
+    def fast_step_ok(self, x_BD) -> bool:
+        """The hand-written step (`SparseStep` with nested prefixes) unless the per-block aux loss needs the
+        prefix reconstructions."""
+        return self.fast_path and x_BD.device.type == "cpu" and not self.cfgs[0].use_matryoshka_aux_loss
+
     def _recon_losses(self, x_BD, pre_KBL, kept_KBL):
         total, self._prefix_recons = 0, []  # kept for the per-block aux loss of this step
         for j, recon in enumerate(self.decode_prefixes(pre_KBL, kept_KBL, self.cfgs[0].prefix_sizes)):

@@ -1,6 +1,9 @@
 """TopK SAE (Gao et al. 2024): keep each sample's k largest pre-activations, plus the aux-k dead-latent loss.
 
-The decoder uses only the k active rows (`sparse_decode`: a gather + sum, whose backward is an index-add)."""
+On CPU the training step is the family's hand-written sparse step (`sparse_step.SparseStep`: the decoder and
+every gradient but the encoder's dense x·W_enc touch only the k·B kept entries); the autograd path (decoding
+through only the k active rows with `sparse_decode`, a gather + sum whose backward is an index-add) is the
+reference and what runs off CPU."""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
 from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
 from toymodels.sae.registry import register_variant
+from toymodels.sae.sparse_step import SparseStep, row_top_k
 
 K_ANNEAL_FRAC = 0.5
 """Fraction of training over which k falls from `k_start` to `k`."""
@@ -155,6 +160,10 @@ class TopKFamily(PackedSAE):
             k = [(c, c.k + ((c.k_start or c.k) - c.k) * left) for c in self.cfgs]
             self.k_K.copy_(torch.tensor([float(round(v)) if _is_int(c.k) else v for c, v in k]))
 
+    def step_prefixes(self):
+        """(prefix sizes, [K, P] weights) of a nested-prefix loss for `SparseStep`; None: the plain MSE."""
+        return None
+
     def _aux(self, x_BD, recon_KBD, pre_KBL) -> dict:
         """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""
         if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
@@ -174,7 +183,9 @@ class TopKSAE(TopKFamily):
     """f = TopK_k(ReLU((x − b_dec) W_enc + b_enc)); loss = ‖x − x̂‖² + α · aux-k."""
 
     sparse_max_density = SPARSE_MAX_DENSITY
-    """Decode through only the k active rows when k/L is at most this; else scatter and a dense bmm."""
+    """Autograd path: decode through only the k active rows when k/L is at most this; else a dense bmm."""
+    fast_path = True
+    """Use the hand-written sparse step (`SparseStep`) on CPU."""
 
     def _topk(self, pre_KBL):
         """Per-sample top-k (k may differ per SAE: take max k, zero the ranks ≥ k_i)."""
@@ -190,7 +201,31 @@ class TopKSAE(TopKFamily):
         vals, idx = self._topk(pre)
         return torch.zeros_like(pre).scatter_(-1, idx, vals)
 
+    @torch.no_grad()
+    def select_entries(self, pre_KBL):
+        """`SparseStep`'s selection: per SAE the flat indices (ascending, into its [B·L]) and values of the
+        nonzero top-k entries, and an unused [K] tensor."""
+        pre = pre_KBL.detach().numpy()
+        key = np.abs(pre) if self.aux_by_magnitude else pre
+        idx, vals = [], []
+        for i, k in enumerate(self.k_K.tolist()):
+            flat = row_top_k(key[i], int(k))
+            v = pre[i].reshape(-1)[flat]
+            keep = (v != 0) if self.aux_by_magnitude else (v > 0)  # TopK: ReLU of the picks
+            idx.append(flat[keep])
+            vals.append(v[keep])
+        return idx, vals, torch.zeros(len(pre))
+
+    def fast_step_ok(self, x_BD) -> bool:
+        """The hand-written step on CPU (its index work runs in numpy), when `select_entries` computes this
+        class's `_topk` (a subclass with its own `_topk` takes the autograd path)."""
+        return self.fast_path and x_BD.device.type == "cpu" and type(self)._topk in FAST_TOPK
+
     def loss_terms(self, x_BD, frac):
+        if self.fast_step_ok(x_BD):
+            mse, pre, recon, _, fired = SparseStep.apply(
+                x_BD, self.W_enc_KDL, self.b_enc_KL, self.W_dec_KLD, self.b_dec_KD, self)
+            return {"mse": mse, **self._aux(x_BD, recon, pre)}, fired
         pre = self.pre_acts(x_BD)
         vals, idx = self._topk(pre)
         if vals.shape[-1] <= self.sparse_max_density * self.L:
@@ -203,3 +238,7 @@ class TopKSAE(TopKFamily):
 
     def inference(self, i):
         return "topk", self._base_tensors(i), {"k": self.cfgs[i].k, "rescale_acts_by_decoder_norm": False}
+
+
+FAST_TOPK = {TopKSAE._topk}
+"""`_topk` methods that `TopKSAE.select_entries` reproduces (AbsTopK adds its own)."""

@@ -1,0 +1,179 @@
+"""Our SAE trainer against SAELens's (`sae_lens.SAETrainer`, the class its runners and `train_toy_sae` use) on
+the same SAELens-generated data: samples per CPU-second and MCC (SAELens's `mean_correlation_coefficient`, what
+its `eval_sae_on_synthetic_data` reports) at equal samples, one torch thread, alternating rounds.
+
+    PYTHONPATH=. python bench/bench_saelens.py [--variants topk,batchtopk,...] [--samples 500000] [--rounds 3]
+
+Data: `sae_lens.synthetic.SyntheticModel`, 1024 features in 128 dims, close to our leaderboard dataset (Zipfian
+firing 0.4 → 0.002 with exponent 0.5, magnitudes |N(1, 0.5)|, SAELens's default low-rank correlation (rank 32,
+scale 0.1), no bias), generated once; both trainers get the same batches (batch 1024) in the same order. Each
+SAE has width 512 and L0 13 (TopK family: k = 13; penalty variants: ours `target_l0=13` (our controller),
+SAELens's JumpReLU its quadratic target-L0 loss with target 13, SAELens's standard/gated a fixed coefficient,
+`--coeffs`).
+Both use the same peak lr (`--lr`) and each trainer's own defaults otherwise (ours: Adam, lr decays over the
+last 20 %, data normalised to E‖x‖² = d_in; SAELens: Adam, constant lr, grad-norm clipping at 1, no
+normalisation, as `train_toy_sae`). Timed: CPU time (`time.process_time`) of one whole training call
+(trainer construction, all steps, final fold), data already in memory. Rounds alternate ours/theirs per
+variant, so both see the same machine load; the table gives per-library medians and the ratio of medians.
+
+Variant map (ours → SAELens architecture): relu → standard (apply_b_dec_to_input; its L1 is weighted by the
+decoder row norms, ours are unit norm); relu_april → standard (apply_b_dec_to_input=False); topk → topk;
+batchtopk → batchtopk; matryoshka → matryoshka_batchtopk (widths 64, 128, 256, 512 = our default prefixes);
+abstopk → abstopk; jumprelu → jumprelu; gated → gated; matching_pursuit → matching_pursuit (max_iterations =
+k). p_anneal has no SAELens counterpart (timed alone with `--variants p_anneal`, ratio against standard)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # SAELens's progress bar
+
+import torch  # noqa: E402
+
+K, WIDTH, BATCH, D, F = 13, 512, 1024, 128, 1024
+PREFIXES = [64, 128, 256, 512]
+DEFAULT_COEFFS = {"standard": 2.0, "standard_april": 2.0, "gated": 2.0}
+"""SAELens L1 coefficients (on its unnormalised data) for the penalty variants without L0 control."""
+SAELENS = {"relu": "standard", "relu_april": "standard_april", "topk": "topk", "batchtopk": "batchtopk",
+           "matryoshka": "matryoshka_batchtopk", "abstopk": "abstopk", "jumprelu": "jumprelu", "gated": "gated",
+           "matching_pursuit": "matching_pursuit", "p_anneal": "standard"}
+
+
+def make_data(n: int, seed: int = 0):
+    """(SyntheticModel, [n, D] hidden activations, their true L0)."""
+    from sae_lens.synthetic import SyntheticModel, ZipfianFiringProbabilityConfig
+    from sae_lens.synthetic.synthetic_model import LowRankCorrelationConfig, SyntheticModelConfig
+
+    cfg = SyntheticModelConfig(
+        num_features=F, hidden_dim=D, seed=seed, bias=False, std_firing_magnitudes=0.5, mean_firing_magnitudes=1.0,
+        firing_probability=ZipfianFiringProbabilityConfig(exponent=0.5, max_prob=0.4, min_prob=0.002),
+        correlation=LowRankCorrelationConfig(rank=32, correlation_scale=0.1, seed=seed))
+    model = SyntheticModel(cfg)
+    torch.manual_seed(seed + 1)
+    xs, l0 = [], 0.0
+    for i in range(0, n, 65536):
+        h, f = model.sample_with_features(min(65536, n - i))
+        xs.append(h.float())
+        l0 += float((f > 0).sum())
+    return model, torch.cat(xs), l0 / n
+
+
+def ours(variant: str, X: torch.Tensor, lr: float, seed: int = 0):
+    """Train our `variant`; return (CPU seconds, W_dec [L, D], TrainedSAE)."""
+    from toymodels.sae import SAEConfig, SAETrainConfig, train_saes
+
+    kw = {"k": K} if variant in ("topk", "batchtopk", "matryoshka", "abstopk", "matching_pursuit") else \
+        {"target_l0": float(K)}
+    if variant == "matryoshka":
+        kw["prefixes"] = PREFIXES
+    if variant == "jumprelu":
+        kw["threshold_lr_scale"] = 3.0  # penalty.py: what the controller needs to reach its target
+    cfg = SAEConfig(variant=variant, d_in=D, d_sae=WIDTH, seed=seed, **kw)
+    steps = X.shape[0] // BATCH
+    tc = SAETrainConfig(steps=steps, batch_size=BATCH, lr=lr, progress=False, log_every=max(1, steps))
+    t = time.process_time()
+    (sae,) = train_saes([cfg], iter(X.split(BATCH)), tc)
+    return time.process_time() - t, sae.W_dec.detach(), sae
+
+
+def saelens_sae(arch: str, coeffs: dict):
+    import sae_lens.saes as S
+
+    base = {"d_in": D, "d_sae": WIDTH}
+    table = {
+        "standard": (S.StandardTrainingSAE, S.StandardTrainingSAEConfig(**base, l1_coefficient=coeffs["standard"])),
+        "standard_april": (S.StandardTrainingSAE, S.StandardTrainingSAEConfig(
+            **base, l1_coefficient=coeffs["standard_april"], apply_b_dec_to_input=False)),
+        "topk": (S.TopKTrainingSAE, S.TopKTrainingSAEConfig(**base, k=K)),
+        "batchtopk": (S.BatchTopKTrainingSAE, S.BatchTopKTrainingSAEConfig(**base, k=K)),
+        "matryoshka_batchtopk": (S.MatryoshkaBatchTopKTrainingSAE, S.MatryoshkaBatchTopKTrainingSAEConfig(
+            **base, k=K, matryoshka_widths=PREFIXES)),
+        "abstopk": (S.AbsTopKTrainingSAE, S.AbsTopKTrainingSAEConfig(**base, k=K)),
+        "jumprelu": (S.JumpReLUTrainingSAE, S.JumpReLUTrainingSAEConfig(
+            **base, jumprelu_sparsity_loss_mode="quadratic", target_l0=float(K))),
+        "gated": (S.GatedTrainingSAE, S.GatedTrainingSAEConfig(**base, l1_coefficient=coeffs["gated"])),
+        "matching_pursuit": (S.MatchingPursuitTrainingSAE,
+                             S.MatchingPursuitTrainingSAEConfig(**base, max_iterations=K)),
+    }
+    cls, cfg = table[arch]
+    return cls(cfg)
+
+
+def theirs(arch: str, X: torch.Tensor, lr: float, coeffs: dict, seed: int = 0):
+    """Train SAELens's `arch` with its SAETrainer; return (CPU seconds, W_dec [L, D], the SAE)."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(seed)
+    t = time.process_time()
+    sae = saelens_sae(arch, coeffs)
+    cfg = SAETrainerConfig(total_training_samples=X.shape[0] // BATCH * BATCH, train_batch_size_samples=BATCH,
+                           lr=lr, lr_end=lr, logger=LoggingConfig(log_to_wandb=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        SAETrainer(cfg=cfg, sae=sae, data_provider=iter(X.split(BATCH))).fit()
+    return time.process_time() - t, sae.W_dec.detach(), sae
+
+
+@torch.no_grad()
+def l0_of(encode, X_eval: torch.Tensor) -> float:
+    return float((encode(X_eval) != 0).float().sum(-1).mean())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="topk,batchtopk,matryoshka,abstopk,jumprelu,gated,relu,relu_april,"
+                                          "matching_pursuit")
+    ap.add_argument("--samples", type=int, default=500_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ours-lr", type=float, default=None, help="our peak lr if not --lr (MCC at equal samples)")
+    ap.add_argument("--coeffs", default="", help="SAELens L1 coefficients, e.g. standard=2,gated=2,standard_april=2")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    coeffs = dict(DEFAULT_COEFFS, **{k: float(v) for k, v in (p.split("=") for p in a.coeffs.split(",") if p)})
+    import sae_lens
+    from sae_lens.synthetic.evals import mean_correlation_coefficient
+
+    model, X, true_l0 = make_data(a.samples + 16384)
+    X, X_eval = X[:a.samples], X[a.samples:]
+    gt = model.feature_dict.feature_vectors.detach()
+    print(f"sae_lens {sae_lens.__version__}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); data "
+          f"{F} features in {D} dims, true L0 {true_l0:.2f}; width {WIDTH}, L0/k {K}, batch {BATCH}, "
+          f"{a.samples:,} samples, lr {a.lr} (ours {a.ours_lr or a.lr}), {a.rounds} rounds")
+    ours("topk", X[:4 * BATCH], a.lr)  # warm-up (imports, allocator)
+    theirs("topk", X[:4 * BATCH], a.lr, coeffs)
+    rows = []
+    for v in a.variants.split(","):
+        arch = SAELENS[v]
+        t_ours, t_theirs = [], []
+        for _ in range(a.rounds):
+            s, W_ours, sae_ours = ours(v, X, a.ours_lr or a.lr)
+            t_ours.append(s)
+            s, W_theirs, sae_theirs = theirs(arch, X, a.lr, coeffs)
+            t_theirs.append(s)
+        so, st = a.samples / statistics.median(t_ours), a.samples / statistics.median(t_theirs)
+        row = dict(variant=v, saelens=arch, ours_sps=so, saelens_sps=st, ratio=so / st,
+                   ours_mcc=mean_correlation_coefficient(W_ours, gt),
+                   saelens_mcc=mean_correlation_coefficient(W_theirs, gt),
+                   ours_l0=l0_of(sae_ours.encode, X_eval), saelens_l0=l0_of(sae_theirs.encode, X_eval),
+                   rounds=", ".join(f"{b / o:.2f}" for o, b in zip(t_ours, t_theirs, strict=True)))
+        rows.append(row)
+        print(f"{v:<17} {arch:<21} ours {so:8,.0f}/s  SAELens {st:8,.0f}/s  ×{so / st:5.2f} (rounds {row['rounds']})"
+              f"  MCC {row['ours_mcc']:.3f} vs {row['saelens_mcc']:.3f}  L0 {row['ours_l0']:.1f} vs "
+              f"{row['saelens_l0']:.1f}", flush=True)
+    print("\n| variant | SAELens arch | ours samples/CPU-s | SAELens samples/CPU-s | ratio | MCC ours | MCC SAELens "
+          "| L0 ours | L0 SAELens |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['saelens']} | {r['ours_sps']:,.0f} | {r['saelens_sps']:,.0f} | "
+              f"{r['ratio']:.2f}× | {r['ours_mcc']:.3f} | {r['saelens_mcc']:.3f} | {r['ours_l0']:.1f} | "
+              f"{r['saelens_l0']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The hand-written training step shared by the TopK family (TopK, AbsTopK, BatchTopK, Matryoshka): a forward and
+backward on the kept entries only, with no autograd graph through the decoder.
+
+A variant supplies the selection: `sae.select_entries(pre_KBL)` returns, per SAE, the flat indices (ascending,
+into its [B·L]) and values of the entries it keeps (the activations f), and a [K] tensor it wants back (BatchTopK:
+its batch threshold). With n kept entries (row k·B + b, column k·L + l of a block-diagonal [K·B, K·L] CSR matrix
+A), x̂ = A·W_dec + b_dec, ∂W_dec = Aᵀ·∂x̂, ∂f = (∂x̂·W_decᵀ) sampled at A's entries and ∂W_encᵀ = ∂Fᵀ·(x − b_dec):
+each O(n·D) instead of O(B·L·D), so the only dense product is the encoder's x·W_enc.
+
+Nested prefixes (Matryoshka, `sae.step_prefixes()` → (sizes, [K, P] weights)): the loss is Σ_j w_j ‖x − x̂_j‖²
+with x̂_j = b_dec + the entries of latents < sizes[j]. Entry rows are then grouped by block (block j = latents
+[sizes[j−1], sizes[j])): one CSR product gives every block's partial reconstruction, their cumulative sums the
+prefix reconstructions, and an entry of block j gets the gradient Σ_{j' ≥ j} w_j' ∂x̂_j' (the suffix sum), so
+the backward is the same three sparse products on a [P·K·B, D] stack."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+
+def csr(crow, col, vals, shape) -> torch.Tensor:
+    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted)."""
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta" (CPU spmm is MKL's, stable)
+        warnings.simplefilter("ignore")
+        t = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (crow, col, vals)]
+        return torch.sparse_csr_tensor(*t, shape, check_invariants=False)
+
+
+def crow_of(sorted_rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """CSR row pointers of row indices sorted ascending."""
+    return np.concatenate([[0], np.cumsum(np.bincount(sorted_rows, minlength=n_rows))])
+
+
+class SparseStep(torch.autograd.Function):
+    """(mse_K, pre_KBL, recon_KBD, sel_K, fired_KL) of a batch; gradients for (W_enc, b_enc, W_dec, b_dec) by
+    hand (module docstring). A gradient arriving on pre (the aux-k loss) adds a dense x·∂pre product, only in
+    steps that have one. CPU tensors only (numpy index work)."""
+
+    @staticmethod
+    def forward(ctx, x_BD, W_enc_KDL, b_enc_KL, W_dec_KLD, b_dec_KD, sae):
+        ctx.set_materialize_grads(False)
+        K, L, D = W_dec_KLD.shape
+        B = x_BD.shape[0]
+        pre = sae.pre_acts(x_BD)  # [K, B, L]
+        idx, vals, sel_K = sae.select_entries(pre)
+        off = np.repeat(np.arange(K), [len(i) for i in idx])
+        flat = np.concatenate(idx)
+        b_n, l_n = np.divmod(flat, L)
+        row_n, col_n = off * B + b_n, off * L + l_n
+        v_n = np.concatenate(vals)
+        pos_n = off * (B * L) + flat
+        prefixes = sae.step_prefixes()
+        P = 1 if prefixes is None else len(prefixes[0])
+        grow_n = row_n  # the entry's row in the [P·K·B] stack of per-block reconstructions
+        if P > 1:
+            block_n = np.searchsorted(np.asarray(prefixes[0]), l_n, side="right")
+            grow_n = block_n * (K * B) + row_n
+            order = np.argsort(grow_n, kind="stable")  # rows ascending, columns ascending within a row
+            grow_n, row_n, col_n, v_n, pos_n = (a[order] for a in (grow_n, row_n, col_n, v_n, pos_n))
+        A = csr(crow_of(grow_n, P * K * B), col_n, v_n, (P * K * B, K * L))
+        part = torch.mm(A, W_dec_KLD.reshape(K * L, D)).view(P, K, B, D)
+        recon_PKBD = part.cumsum(0).add_(b_dec_KD[:, None, :]) if P > 1 else part.add_(b_dec_KD[:, None, :])
+        err_PKBD = recon_PKBD - x_BD
+        sq_PK = err_PKBD.pow(2).sum((-1, -2)) / B
+        w_KP = None if P == 1 else prefixes[1].to(sq_PK.dtype)
+        mse = sq_PK[0] if P == 1 else (sq_PK.T * w_KP).sum(-1)
+        cnt_L = np.bincount(col_n, minlength=K * L)
+        fired = torch.from_numpy(cnt_L).view(K, L)
+        ctx.save_for_backward(x_BD, W_enc_KDL, W_dec_KLD, b_dec_KD, err_PKBD)
+        ctx.A, ctx.w_KP, ctx.entries = A, w_KP, (row_n, grow_n, col_n, v_n, pos_n, cnt_L)
+        recon = recon_PKBD[-1]
+        ctx.mark_non_differentiable(recon, sel_K, fired)
+        return mse, pre, recon, sel_K, fired
+
+    @staticmethod
+    def backward(ctx, g_mse, g_pre, *_):
+        x_BD, W_enc, W_dec, b_dec, err = ctx.saved_tensors
+        row_n, grow_n, col_n, v_n, pos_n, cnt_L = ctx.entries
+        K, L, D = W_dec.shape
+        P, B = err.shape[0], x_BD.shape[0]
+        dW_dec = db_dec = d_bias = dW_enc = None
+        if g_mse is not None:
+            coef_PK = (g_mse * (2.0 / B))[None, :] if P == 1 else (g_mse[:, None] * (2.0 / B) * ctx.w_KP).T
+            dr = err * coef_PK[:, :, None, None]  # ∂x̂_j
+            if P > 1:
+                dr = dr.flip(0).cumsum(0).flip(0)  # block j's entries feed every prefix j' ≥ j
+            db_dec = dr[0].sum(1)
+            dr = dr.view(P * K * B, D)
+            # transposed pattern (sorted by latent): ∂W_dec = Aᵀ ∂x̂ and ∂W_encᵀ = ∂Fᵀ (x − b_dec) as CSR
+            # products (pre = (x − b_dec) W_enc + b_enc; ∂b_dec's encoder part is added below)
+            perm = np.argsort(col_n.astype(np.int16 if K * L < 2**15 else np.int64), kind="stable")
+            crow_T = np.concatenate([[0], np.cumsum(cnt_L)])
+            dW_dec = (csr(crow_T, grow_n[perm], v_n[perm], (K * L, P * K * B)) @ dr).view(K, L, D)
+            df_n = torch.sparse.sampled_addmm(ctx.A, dr, W_dec.reshape(K * L, D).T, beta=0.0).values()
+            if g_pre is None:
+                FT = csr(crow_T, row_n[perm], df_n.numpy()[perm], (K * L, K * B))
+                dW_enc = (FT @ (x_BD - b_dec[:, None, :]).view(K * B, D)).view(K, L, D).transpose(1, 2)
+                d_bias = torch.from_numpy(np.bincount(col_n, weights=df_n.numpy(), minlength=K * L))
+                d_bias = d_bias.to(W_enc.dtype).view(K, L)
+        if g_pre is not None:
+            g = g_pre.clone()
+            if g_mse is not None:
+                g.view(-1).index_add_(0, torch.from_numpy(pos_n), df_n)
+            dW_enc = torch.bmm((x_BD - b_dec[:, None, :]).transpose(1, 2), g)
+            d_bias = g.sum(1)
+        if d_bias is not None:
+            gb = -torch.bmm(W_enc, d_bias[:, :, None]).squeeze(-1)
+            db_dec = gb if db_dec is None else db_dec + gb
+        return None, dW_enc, d_bias, dW_dec, db_dec, None
+
+
+
+def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices b·L + l (ascending) of each row's k largest entries of `key` (numpy [B, L]): numpy's
+    introselect partition along rows, ~2× torch.topk's time on one CPU thread."""
+    B, L = key_BL.shape
+    cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1) if k < L else \
+        np.broadcast_to(np.arange(L), (B, L))
+    return (np.arange(B)[:, None] * L + cols).reshape(-1)
