@@ -105,7 +105,7 @@ def summary(df: pd.DataFrame) -> str:
     OMP; encoder part = own dictionary + OMP − the SAE)."""
     live = df[df.recovered.notna()]
     lines = ["| variant | cells with median recovered ≥ 90 % | where (n→m @ density) | feature F1 | ceiling F1 | "
-             "dictionary gap | encoder gap | MMCS | worst seed spread |", "|" + "---|" * 9]
+             "dictionary gap | encoder gap | MMCS | L0 / target (median) | worst seed spread |", "|" + "---|" * 10]
     for v, d in live.groupby("variant", sort=True):
         st = cell_stats(d, "recovered")
         good = st[st["median"] >= REGION]
@@ -114,7 +114,8 @@ def summary(df: pd.DataFrame) -> str:
                           for r in good.itertuples())
         f1, ceil, own = d.feature_f1.mean(), d.ceiling_f1.mean(), d.dict_f1.mean()
         lines.append(f"| {v} | {len(good)}/{len(st)} | {where or '—'} | {f1:.3f} | {ceil:.3f} | {ceil - own:+.3f} | "
-                     f"{own - f1:+.3f} | {d.mmcs.mean():.3f} | {st.spread.max():.2f} |")
+                     f"{own - f1:+.3f} | {d.mmcs.mean():.3f} | {(d.l0 / d.true_l0).median():.2f} | "
+                     f"{st.spread.max():.2f} |")
     return "\n".join(lines) + "\n"
 
 
