@@ -36,10 +36,10 @@ def _grid(stats: pd.DataFrame, shapes, dens, col: str) -> np.ndarray:
 
 
 def _panel(ax, grid, shapes, dens, title, cmap, annot, spread=None, cs=None, vmax=1.0):
-    import seaborn as sns
-
-    sns.heatmap(grid, ax=ax, cmap=cmap, vmin=0, vmax=vmax, cbar=False, annot=False, square=False,
-                linewidths=0.5, linecolor="white")
+    ax.pcolormesh(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=vmax, edgecolors="white", linewidth=0.5)
+    ax.set_xlim(0, grid.shape[1])
+    ax.set_ylim(0, grid.shape[0])
+    ax.grid(False)
     for y in range(grid.shape[0]):
         for x in range(grid.shape[1]):
             if np.isnan(grid[y, x]):
@@ -61,7 +61,6 @@ def _panel(ax, grid, shapes, dens, title, cmap, annot, spread=None, cs=None, vma
                     ax.plot([x + 1, x + 1], [y, y + 1], "k--", lw=1.4)
     ax.set_xticks(np.arange(len(shapes)) + 0.5, [f"{n}→{m}" for n, m in shapes], rotation=90, fontsize=7)
     ax.set_yticks(np.arange(len(dens)) + 0.5, [f"{d:g}" for d in dens], rotation=0, fontsize=7)
-    ax.invert_yaxis()
     ax.set_title(title, fontsize=9)
 
 
