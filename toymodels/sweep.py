@@ -438,6 +438,11 @@ def hydra_main() -> None:
     def _main(dcfg) -> None:
         cfg = OmegaConf.to_object(dcfg)
         hc = HydraConfig.get()
+        if getattr(cfg, "kind", "") == "atlas":
+            from toymodels.groundtruth.atlas import run_atlas
+
+            run_atlas(cfg)
+            return
         if cfg.name == "sweep":
             cfg.name = hc.job.config_name or "sweep"
         run_sweep(cfg, out=cfg.out or Path(hc.runtime.output_dir) / "sweep")
