@@ -1,5 +1,6 @@
 """Train many SAEs at once: configs with the same (variant, d_in, d_sae) are packed into one module with an
-instance dim K and all groups see the same stream of data batches.
+instance dim K and all groups see the same stream of data batches (or, with [S, N, D] data, each SAE its own
+stream of the same batch indices: `train_saes(..., streams=...)`).
 
 Each SAE's init depends only on its own seed and the data on `SAETrainConfig.seed`, and the objective is a sum
 over SAEs of per-SAE losses with an element-wise optimiser, so K at once equals training one by one."""
