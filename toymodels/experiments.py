@@ -26,6 +26,7 @@ SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 SCHEMAS = {
     "sweep": "toymodels.sweep:SweepConfig",
     "benchmark": "toymodels.groundtruth.benchmark:BenchmarkConfig",
+    "atlas": "toymodels.groundtruth.atlas:AtlasConfig",
 }
 """kind → "module:Dataclass" schema, registered in the ConfigStore as `<kind>_schema`."""
 

@@ -388,17 +388,30 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="run (or resume) a named sweep experiment from sweeps/",
                        description="Run a sweep experiment with Hydra overrides; rerunning resumes it.",
                        epilog="examples:\n  toymodels sweep phase_2to1 grid.n=20 train.restarts=5\n"
+                              "  toymodels sweep atlas seeds=3 n_jobs=2          # the recoverability atlas\n"
                               "  toymodels sweep phase_2to1 backend=dask address=tcp://127.0.0.1:8786\n",
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("name", help="experiment name (see `toymodels experiments`)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. grid.n=20 train.restarts=5 out=runs/x")
-    p.set_defaults(func=lambda args: run_sweep(load(args.name, args.overrides)))
+    p.set_defaults(func=_run_named)
     e = sub.add_parser("experiments", help="list the named experiments in sweeps/",
                        description="List the experiment YAMLs in sweeps/ (or $TOYMODELS_SWEEPS_DIR) with their kind.",
                        epilog="examples:\n  toymodels experiments\n  toymodels sweep phase_2to1 grid.n=20\n"
                               "  toymodels benchmark run --experiment benchmark_tiny\n",
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     e.set_defaults(func=_list)
+
+
+def _run_named(args) -> None:
+    """`toymodels sweep NAME`: a phase sweep, or the recoverability atlas for an experiment of kind atlas."""
+    from toymodels.experiments import list_experiments
+
+    if list_experiments().get(args.name, ("",))[0] == "atlas":
+        from toymodels.groundtruth import atlas
+
+        atlas.run_atlas(atlas.load(args.name, args.overrides))
+        return
+    run_sweep(load(args.name, args.overrides))
 
 
 def _list(args) -> None:
@@ -425,6 +438,11 @@ def hydra_main() -> None:
     def _main(dcfg) -> None:
         cfg = OmegaConf.to_object(dcfg)
         hc = HydraConfig.get()
+        if getattr(cfg, "kind", "") == "atlas":
+            from toymodels.groundtruth.atlas import run_atlas
+
+            run_atlas(cfg)
+            return
         if cfg.name == "sweep":
             cfg.name = hc.job.config_name or "sweep"
         run_sweep(cfg, out=cfg.out or Path(hc.runtime.output_dir) / "sweep")

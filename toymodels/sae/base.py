@@ -158,10 +158,12 @@ class PackedSAE(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, x_BD: torch.Tensor) -> None:
-        """Data-dependent init (decoder bias at the batch mean where configured)."""
+        """Data-dependent init (decoder bias at the batch mean where configured); x_BD may be [K, B, D], one
+        stream per SAE."""
+        mean = x_BD.mean(-2)  # [D], or [K, D] with streams
         for i, c in enumerate(self.cfgs):
             if c.b_dec_init == "mean":
-                self.b_dec_KD[i] = x_BD.mean(0)
+                self.b_dec_KD[i] = mean if mean.ndim == 1 else mean[i]
 
     def sae_in(self, x_BD: torch.Tensor) -> torch.Tensor:
         """[K, B, D] encoder input (x − b_dec if apply_b_dec_to_input)."""

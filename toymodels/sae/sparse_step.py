@@ -43,7 +43,7 @@ class SparseStep(torch.autograd.Function):
     def forward(ctx, x_BD, W_enc_KDL, b_enc_KL, W_dec_KLD, b_dec_KD, sae):
         ctx.set_materialize_grads(False)
         K, L, D = W_dec_KLD.shape
-        B = x_BD.shape[0]
+        B = x_BD.shape[-2]  # x may be [K, B, D] (one stream per SAE)
         pre = sae.pre_acts(x_BD)  # [K, B, L]
         idx, vals, sel_K = sae.select_entries(pre)
         off = np.repeat(np.arange(K), [len(i) for i in idx])
@@ -80,7 +80,7 @@ class SparseStep(torch.autograd.Function):
         x_BD, W_enc, W_dec, b_dec, err = ctx.saved_tensors
         row_n, grow_n, col_n, v_n, pos_n, cnt_L = ctx.entries
         K, L, D = W_dec.shape
-        P, B = err.shape[0], x_BD.shape[0]
+        P, B = err.shape[0], x_BD.shape[-2]
         dW_dec = db_dec = d_bias = dW_enc = None
         if g_mse is not None:
             coef_PK = (g_mse * (2.0 / B))[None, :] if P == 1 else (g_mse[:, None] * (2.0 / B) * ctx.w_KP).T

@@ -1,5 +1,6 @@
 """Train many SAEs at once: configs with the same (variant, d_in, d_sae) are packed into one module with an
-instance dim K and all groups see the same stream of data batches.
+instance dim K and all groups see the same stream of data batches (or, with [S, N, D] data, each SAE its own
+stream of the same batch indices: `train_saes(..., streams=...)`).
 
 Each SAE's init depends only on its own seed and the data on `SAETrainConfig.seed`, and the objective is a sum
 over SAEs of per-SAE losses with an element-wise optimiser, so K at once equals training one by one."""
@@ -90,15 +91,16 @@ def lr_factor(step: int, tc: SAETrainConfig) -> float:
 
 
 def batches(data, tc: SAETrainConfig) -> Iterator[torch.Tensor]:
-    """Reshuffled epochs of a [N, D] tensor (seeded), or the batches of an iterator, as float32 [B, D]."""
+    """Reshuffled epochs of a [N, D] tensor (seeded), or the batches of an iterator, as float32 [B, D]; a
+    [S, N, D] tensor of S streams gives [S, B, D] batches (the same sample indices in every stream)."""
     if isinstance(data, torch.Tensor):
         g = torch.Generator().manual_seed(tc.seed)
-        n = data.shape[0]
+        n = data.shape[-2]
         bs = min(tc.batch_size, n)
         while True:
             perm = torch.randperm(n, generator=g)
             for i in range(0, n - bs + 1, bs):
-                yield data.index_select(0, perm[i:i + bs]).float()
+                yield data.index_select(data.ndim - 2, perm[i:i + bs]).float()
     else:
         for j, x in enumerate(data):
             if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
@@ -107,15 +109,19 @@ def batches(data, tc: SAETrainConfig) -> Iterator[torch.Tensor]:
             yield x.float()
 
 
-def _check_data(data, cfgs: list[SAEConfig]) -> None:
+def _check_data(data, cfgs: list[SAEConfig], streams) -> None:
     check(len(cfgs) >= 1, "configs", "a non-empty list of SAEConfig", cfgs)
     d_ins = {c.d_in for c in cfgs}
     check(len(d_ins) == 1, "d_in", "the same for every SAE trained on one data stream", sorted(d_ins))
+    if streams is not None:
+        check(isinstance(data, torch.Tensor) and data.ndim == 3, "streams", "given only with [S, N, D] data",
+              streams)
     if isinstance(data, torch.Tensor):
-        check(data.ndim == 2 and data.is_floating_point(), "data", "a 2-D float tensor [n_samples, d_in]",
+        check(data.ndim in (2, 3) and data.is_floating_point(), "data",
+              "a 2-D float tensor [n_samples, d_in] (or 3-D [streams, n_samples, d_in])",
               f"{data.dtype} of shape {tuple(data.shape)}")
-        check(data.shape[0] >= 1, "data", "non-empty", tuple(data.shape))
-        check(data.shape[1] == cfgs[0].d_in, "d_in", f"equal to the data's width {data.shape[1]}",
+        check(data.shape[-2] >= 1 and data.shape[0] >= 1, "data", "non-empty", tuple(data.shape))
+        check(data.shape[-1] == cfgs[0].d_in, "d_in", f"equal to the data's width {data.shape[-1]}",
               cfgs[0].d_in)
         check(bool(torch.isfinite(data).all()), "data", "finite (no NaN/inf)", None)
     elif not isinstance(data, Iterable):
@@ -128,13 +134,28 @@ def pack(cfgs: list[SAEConfig]) -> PackedSAE:
     return get_variant(cfgs[0].variant).module(cfgs)
 
 
-def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None) -> list[TrainedSAE]:
-    """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form."""
+def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
+               streams: list[int] | None = None) -> list[TrainedSAE]:
+    """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form.
+
+    Several datasets at once: `data` [S, N, D] holds S streams of equal size and SAE i trains on stream
+    `streams[i]` (default: stream i, one per SAE); each stream is normalised on its own, and SAEs of one
+    variant and width still pack into one module whatever their streams, so an SAE trained with others equals
+    the same SAE trained alone on its stream's [N, D]."""
     from toymodels.budget import check_memory, sae_bytes
 
     tc = tc or SAETrainConfig()
     configs = list(configs)
-    _check_data(data, configs)
+    _check_data(data, configs, streams)
+    multi = isinstance(data, torch.Tensor) and data.ndim == 3
+    if multi:
+        S = data.shape[0]
+        if streams is None:
+            check(len(configs) == S, "streams", f"given when the data's {S} streams are not one per SAE "
+                  f"({len(configs)})", None)
+            streams = list(range(S))
+        check(len(streams) == len(configs) and all(_is_int(s) and 0 <= s < S for s in streams), "streams",
+              f"one stream index in [0, {S}) per SAE", streams)
     check_memory(sae_bytes([(c.d_sae, c.d_in) for c in configs], tc.batch_size),
                  f"SAE training ({len(configs)} SAE(s), widths up to {max(c.d_sae for c in configs)}, "
                  f"batch {tc.batch_size})")
@@ -143,20 +164,24 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
     if first is None:
         raise ConfigError("data: the iterator yielded no batches")
     D = configs[0].d_in
-    check(first.shape[1] == D, "d_in", f"equal to the data's width {first.shape[1]}", D)
-    scale = 1.0
+    check(first.shape[-1] == D, "d_in", f"equal to the data's width {first.shape[-1]}", D)
+    scales = [1.0] * (data.shape[0] if multi else 1)  # one per stream
     if tc.normalize:
-        sample = data[:min(len(data), 65536)].float() if isinstance(data, torch.Tensor) else first
-        ms = float(sample.pow(2).sum(-1).mean())
-        check(ms > 0 and math.isfinite(ms), "data", "not all zero (normalize needs E‖x‖² > 0)", None)
-        scale = math.sqrt(D / ms)
+        n = data.shape[-2] if isinstance(data, torch.Tensor) else len(first)
+        sample = data[..., :min(n, 65536), :].float() if isinstance(data, torch.Tensor) else first
+        ms = sample.pow(2).sum(-1).mean(-1).reshape(-1).tolist()
+        check(all(v > 0 and math.isfinite(v) for v in ms), "data",
+              "not all zero (normalize needs E‖x‖² > 0)" + (" in every stream" if multi else ""), None)
+        scales = [math.sqrt(D / v) for v in ms]
+    scale = torch.tensor(scales)[:, None, None] if multi else scales[0]
 
     for i, c in enumerate(configs):
         check(isinstance(c, SAEConfig) and c.variant, f"configs[{i}]", "a registered variant's SAEConfig", c)
     groups = {configs[idx[0]].group_key: idx for idx in pack_indices(configs)}
     mods: dict[tuple, PackedSAE] = {key: pack([configs[i] for i in idx]) for key, idx in groups.items()}
-    for m in mods.values():
-        m.init_from_data(first * scale)
+    pick = {key: _stream_index([streams[i] for i in idx]) if multi else None for key, idx in groups.items()}
+    for key, m in mods.items():
+        m.init_from_data(_select(first * scale, pick[key]))
         m.post_step()
     opts = {key: torch.optim.Adam(m.param_groups(), lr=tc.lr, betas=tuple(tc.betas), fused=True)  # element-wise
             for key, m in mods.items()}
@@ -169,9 +194,10 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
     x, step = first, 0
     bar = progress(total=tc.steps, desc="SAEs", enabled=None if tc.progress else False)
     while x is not None and step < tc.steps:
-        x = x * scale
+        x_all = x * scale
         frac = step / tc.steps
         for key, m in mods.items():
+            x = _select(x_all, pick[key])  # [B, D], or [K, B, D] for a pack of SAEs on different streams
             m.dead_KL = since[key] >= tc.dead_after
             m.schedule(frac)
             for pg in opts[key].param_groups:
@@ -188,8 +214,8 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
             opts[key].step()
             m.post_step()
             with torch.no_grad():
-                m.after_step(fired_KL.sum(-1) / x.shape[0], frac, lr_factor(step, tc))
-                since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[0])
+                m.after_step(fired_KL.sum(-1) / x.shape[-2], frac, lr_factor(step, tc))
+                since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[-2])
                 if tc.resample_min_rate:
                     fires[key] += fired_KL
                 if tc.resample_every and (step + 1) % tc.resample_every == 0 and frac < tc.resample_until:
@@ -199,7 +225,7 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
                     resample_dead(m, dead_KL, x, opts[key])
                     since[key][dead_KL] = 0
                     fires[key].zero_()
-                row = torch.stack([loss_K.detach(), losses["mse"].detach(), fired_KL.sum(-1) / x.shape[0],
+                row = torch.stack([loss_K.detach(), losses["mse"].detach(), fired_KL.sum(-1) / x.shape[-2],
                                    (since[key] >= tc.dead_after).float().mean(-1)], -1)  # [K, 4]
                 acc[key] = row if acc[key] is None else acc[key] + row
                 if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
@@ -221,9 +247,22 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None)
         m.eval()
         for j, i in enumerate(groups[key]):
             arch, t, extra = m.inference(j)
-            hist[i].update(steps_done=step, seconds=seconds, scale=scale, **m.summary(j))
-            out[i] = fold_scale(configs[i], arch, t, extra, scale, m.apply_b_dec_to_input, hist[i])
+            s_i = scales[streams[i]] if multi else scale
+            hist[i].update(steps_done=step, seconds=seconds, scale=s_i, **m.summary(j))
+            out[i] = fold_scale(configs[i], arch, t, extra, s_i, m.apply_b_dec_to_input, hist[i])
     return out
+
+
+def _stream_index(streams: list[int]) -> int | torch.Tensor:
+    """A pack's streams: one int if all its SAEs share a stream (the batch stays [B, D]), else a [K] index."""
+    return streams[0] if len(set(streams)) == 1 else torch.tensor(streams)
+
+
+def _select(x, pick):
+    """The pack's view of a batch: x itself (one stream), stream `pick` [B, D], or streams `pick` [K, B, D]."""
+    if pick is None:
+        return x
+    return x[pick] if isinstance(pick, int) else x.index_select(0, pick)
 
 
 def fold_scale(cfg, arch, t, extra, scale, apply_b_dec, history) -> TrainedSAE:
