@@ -59,8 +59,11 @@ def resolve(value: str = "auto", field: str = "device") -> torch.device:
     return dev
 
 
-def is_cpu(dev: torch.device) -> bool:
-    return torch.device(dev).type == "cpu"
+def cpu_fast_paths(dev: torch.device) -> bool:
+    """Whether work on `dev` takes the CPU-only code paths (numpy samplers, CPU-only kernels): on the CPU, unless
+    TOYMODELS_TORCH_PATH=1 asks for the device-agnostic torch paths there too (how the tests exercise, on a
+    machine without a GPU, the code that runs on one)."""
+    return torch.device(dev).type == "cpu" and os.environ.get("TOYMODELS_TORCH_PATH", "") in ("", "0")
 
 
 def describe(dev) -> str:
@@ -109,5 +112,5 @@ def unavailable_reason() -> str | None:
     return None
 
 
-__all__ = ["DEVICE_HELP", "PRECISIONS", "ConfigError", "check_device", "check_precision", "describe", "is_cpu",
-           "precision_context", "resolve", "synchronize", "unavailable_reason"]
+__all__ = ["DEVICE_HELP", "PRECISIONS", "ConfigError", "check_device", "check_precision", "cpu_fast_paths",
+           "describe", "precision_context", "resolve", "synchronize", "unavailable_reason"]

@@ -24,7 +24,7 @@ import torch
 
 from toymodels import analysis
 from toymodels.config import ToyConfig, TrainConfig
-from toymodels.device import describe, is_cpu, resolve, synchronize
+from toymodels.device import cpu_fast_paths, describe, resolve, synchronize
 from toymodels.errors import DivergenceError, check
 from toymodels.features import FastSampler, nonzero_row_prob, sample_dense, sample_sparse
 from toymodels.models import TiedGrad, TiedModel, ToyModel, build_model
@@ -137,7 +137,7 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
 
     tc = tc or TrainConfig()
     dev = resolve(tc.device)
-    on_cpu = is_cpu(dev)
+    on_cpu = cpu_fast_paths(dev)
     I, R, F = cfg.instances, tc.restarts, cfg.n_features
     exact_ok = (cfg.model == "relu_output" and cfg.structure == "independent" and cfg.magnitude_law == "uniform"
                 and F <= 3)
@@ -241,7 +241,7 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
 def sparse_mode(tc: TrainConfig, dev: torch.device) -> str:
     """`tc.sparse_sampling`, except that off the CPU auto means dense (a sparse batch's row count would cost a
     device-to-host sync every step)."""
-    return tc.sparse_sampling if is_cpu(dev) or tc.sparse_sampling == "always" else "never"
+    return tc.sparse_sampling if cpu_fast_paths(dev) or tc.sparse_sampling == "always" else "never"
 
 
 @torch.no_grad()

@@ -142,7 +142,7 @@ class PackedSAE(nn.Module):
     @staticmethod
     def _init_dec(c: SAEConfig) -> torch.Tensor:
         g = generator(c.seed, "sae-init")  # not manual_seed(seed): a dictionary drawn so would be this W
-        W = torch.randn(c.d_sae, c.d_in, generator=g)
+        W = torch.randn(c.d_sae, c.d_in, generator=g, device="cpu")  # the same init on every device
         return W / W.norm(dim=1, keepdim=True) * c.init_scale
 
     def latent_init(self, name: str, i: int) -> float:
