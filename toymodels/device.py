@@ -66,6 +66,14 @@ def cpu_fast_paths(dev: torch.device) -> bool:
     return torch.device(dev).type == "cpu" and os.environ.get("TOYMODELS_TORCH_PATH", "") in ("", "0")
 
 
+def hash_fields(device: str, precision: str = "float32") -> dict:
+    """What a result's cache key says about where it was computed: nothing for the CPU at float32 (keys made
+    before the device option stay valid), else the device kind it resolves to and the precision."""
+    dev = resolve(device)
+    kind = "cpu" if cpu_fast_paths(dev) else "torch-cpu" if dev.type == "cpu" else dev.type
+    return ({} if kind == "cpu" else {"device": kind}) | ({} if precision == "float32" else {"precision": precision})
+
+
 def describe(dev) -> str:
     """Provenance string: `cpu`, or e.g. `cuda:0 (NVIDIA H200)`."""
     dev = torch.device(dev)
@@ -113,4 +121,4 @@ def unavailable_reason() -> str | None:
 
 
 __all__ = ["DEVICE_HELP", "PRECISIONS", "ConfigError", "check_device", "check_precision", "cpu_fast_paths",
-           "describe", "precision_context", "resolve", "synchronize", "unavailable_reason"]
+           "describe", "hash_fields", "precision_context", "resolve", "synchronize", "unavailable_reason"]

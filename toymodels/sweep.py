@@ -183,8 +183,9 @@ GPU_BATCH_BYTES = 1 << 30
 
 
 def device_kind(cfg: SweepConfig) -> str:
-    """cpu, cuda or mps (torch-cpu: the CPU under TOYMODELS_TORCH_PATH=1): where the sweep's batches train (checked here for a local run; for a remote Dask/Ray
-    cluster, auto counts as cpu and an explicit device is the workers' business)."""
+    """cpu, cuda or mps (torch-cpu: the CPU under TOYMODELS_TORCH_PATH=1): where the sweep's batches train
+    (checked here for a local run; for a remote Dask/Ray cluster, auto counts as cpu and an explicit device is the
+    workers' business)."""
     from toymodels.device import cpu_fast_paths, resolve
 
     dev = cfg.train.device
@@ -392,8 +393,8 @@ def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame
         bar.update(len(grid) - sum(len(b.points) for b in todo))
         if todo:
             with _backend(cfg) as n_jobs:
-                results = joblib.Parallel(n_jobs=min(n_jobs, len(todo)) if n_jobs > 0 else n_jobs,
-                                          return_as="generator_unordered")(
+                results = _ray_unordered(todo) if cfg.backend == "ray" else joblib.Parallel(
+                    n_jobs=min(n_jobs, len(todo)) if n_jobs > 0 else n_jobs, return_as="generator_unordered")(
                     joblib.delayed(run_batch)(b) for b in todo)
                 for batch_id, table, extra in results:
                     store.write_batch(batch_id, table, extra["tensors"])
@@ -405,6 +406,18 @@ def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame
     log(f"sweep {cfg.name}: {len(grid)} points ({len(batches) - len(todo)}/{len(batches)} batches resumed) "
         f"in {seconds:.1f}s{rate}; table: {out / 'results.csv'}")
     return df
+
+
+def _ray_unordered(todo: list[Batch]):
+    """run_batch of every batch as Ray tasks, yielded as they finish (Ray's joblib backend cannot return results
+    unordered or one by one, and a killed sweep should keep every batch that finished)."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(run_batch)
+    pending = [task.remote(b) for b in todo]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
 
 
 def _asdict(cfg) -> dict:
