@@ -12,6 +12,7 @@ paths (torch generators on the device, no host round trip per step).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 
@@ -22,7 +23,9 @@ from toymodels.errors import ConfigError, check
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("float32", "tf32", "bf16")
 """SAE training precision: float32 (default, exact), tf32 (TensorFloat-32 matmuls on CUDA; no effect on CPU),
-bf16 (bfloat16 autocast of the forward pass; weights and optimiser state stay float32)."""
+bf16 (bfloat16 autocast of the SAEs' dense encoder and decoder products, outputs back in float32; weights,
+optimiser state and every other op stay float32, so variant code never sees a bfloat16 tensor)."""
+_BF16: contextvars.ContextVar = contextvars.ContextVar("toymodels_bf16", default=None)
 _SYNTAX = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -98,8 +101,18 @@ def precision_context(precision: str, dev: torch.device):
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
     else:
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+        token = _BF16.set(dev.type)
+        try:
             yield
+        finally:
+            _BF16.reset(token)
+
+
+def matmul_autocast():
+    """Inside `precision_context("bf16", ...)`: bfloat16 autocast for one dense product (the caller casts its
+    output back to float32); elsewhere a no-op."""
+    kind = _BF16.get()
+    return contextlib.nullcontext() if kind is None else torch.autocast(device_type=kind, dtype=torch.bfloat16)
 
 
 def synchronize(dev) -> None:
@@ -116,9 +129,9 @@ def unavailable_reason() -> str | None:
     try:
         resolve("cuda")
     except ConfigError as e:
-        return str(e).split(": ", 1)[1]
+        return str(e).split(": ", 1)[1].split("; use ")[0]
     return None
 
 
 __all__ = ["DEVICE_HELP", "PRECISIONS", "ConfigError", "check_device", "check_precision", "cpu_fast_paths",
-           "describe", "hash_fields", "precision_context", "resolve", "synchronize", "unavailable_reason"]
+           "describe", "hash_fields", "matmul_autocast", "precision_context", "resolve", "synchronize", "unavailable_reason"]
