@@ -125,7 +125,8 @@ def check_sweep(dev: str, S: dict, rep: Report, tmp: Path, dry: bool) -> None:
     t_gpu = time.perf_counter() - t
     pc, pg = (d[d.feature == 1].set_index("point")["phase"] for d in (cpu, gpu))
     agree = float((pc == pg.loc[pc.index]).mean())
-    rep.add("sweep phase_2to1: phases", agree >= 0.85, f"{agree:.0%} of {len(pc)} points agree (≥ 85%)")
+    need = 0.5 if dry else 0.85  # the dry run's 9 points after 60 steps are mostly noise
+    rep.add("sweep phase_2to1: phases", agree >= need, f"{agree:.0%} of {len(pc)} points agree (≥ {need:.0%})")
     rep.add("sweep phase_2to1: time", None, f"CPU {t_cpu:.1f}s ({os.cpu_count()} workers), {dev} {t_gpu:.1f}s "
             f"in {n_batches} packed batch(es)")
 
@@ -191,7 +192,7 @@ def saelens_topk(X, L: int, k: int, steps: int, batch: int, dev: str) -> float:
                 if len(idx) == batch:
                     yield X[idx.to(X.device)]
 
-    cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=3e-4,
+    cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=3e-4, lr_end=3e-4,
                            device=dev, logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1),
                            n_batches_for_norm_estimate=10)
     t = time.perf_counter()

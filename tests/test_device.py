@@ -166,3 +166,24 @@ def test_score_sae_device_cpu_equals_default():
     (sae,) = train_saes([SAEConfig(variant="relu", d_in=8, d_sae=16)], ds.hidden,
                         SAETrainConfig(steps=20, batch_size=64, progress=False))
     assert score_sae(sae, ds, n_eval=400, device="cpu") == score_sae(sae, ds, n_eval=400)
+
+
+def test_gpu_check_without_gpu_and_dry_run(no_gpu, capsys):
+    """bench/gpu_check.py: one clean line without a GPU; --dry-run runs its toy and sweep steps on the CPU."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([]) == 0
+    out = capsys.readouterr().out.strip()
+    assert "\n" not in out and out.startswith("gpu_check: no GPU to check here")
+    before = torch.get_num_threads()
+    try:
+        assert mod.main(["--dry-run", "--only", "toy", "sweep", "synth"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert "all checks passed" in out and "toy pentagon grid 5→2: loss" in out and "sweep phase_2to1" in out

@@ -134,4 +134,5 @@ def unavailable_reason() -> str | None:
 
 
 __all__ = ["DEVICE_HELP", "PRECISIONS", "ConfigError", "check_device", "check_precision", "cpu_fast_paths",
-           "describe", "hash_fields", "matmul_autocast", "precision_context", "resolve", "synchronize", "unavailable_reason"]
+           "describe", "hash_fields", "matmul_autocast", "precision_context", "resolve", "synchronize",
+           "unavailable_reason"]
