@@ -64,7 +64,7 @@ def test_absent_device_is_one_line(no_gpu, argv, tmp_path, capsys, monkeypatch):
 def test_default_equals_cpu_byte_for_byte(no_gpu):
     from toymodels.sae import SAEConfig, SAETrainConfig, train_saes
 
-    a, b = (train(TOY, TrainConfig(steps=120, restarts=2, progress=False, **kw)) for kw in ({}, {"device": "cpu"}))
+    a, b = (train(TOY, TrainConfig(steps=60, restarts=2, progress=False, **kw)) for kw in ({}, {"device": "cpu"}))
     assert torch.equal(a.W, b.W) and torch.equal(a.loss_history, b.loss_history) and a.meta["device"] == "cpu"
     X = torch.randn(600, 8, generator=torch.Generator().manual_seed(0))
     cfgs = [SAEConfig(variant="topk", d_in=8, d_sae=16, k=3)]
@@ -86,17 +86,18 @@ def test_toy_torch_path_on_cpu(torch_path, kw):
         toy = ToyConfig(n_features=3, n_hidden=2, density=[[0.05], [0.3]])
     else:
         toy = ToyConfig(n_features=6, n_hidden=2, density=[[0.05], [0.3]], set_size=3, **toy_kw)
-    tc = TrainConfig(steps=300, restarts=2, lr=3e-3, progress=False, **kw)
+    tc = TrainConfig(steps=100, restarts=2, lr=3e-3, progress=False, **kw)
     res = train(toy, tc)
     assert res.meta["backward"] == "autograd" and res.meta["device"] == "cpu"
     assert res.meta["sampler"] == ("sparse" if kw.get("sparse_sampling") == "always" else "dense")
     assert res.W.device.type == "cpu" and torch.isfinite(res.final_loss).all()
     if kw.get("snapshot_every"):
-        assert res.snapshots.shape[0] == 7
+        assert res.snapshots.shape[0] == 3
     if "dataset_size" in kw:
         assert res.dataset_loss is not None and res.dataset[0].shape == (64, 6)
 
 
+@pytest.mark.slow
 def test_toy_torch_path_matches_fast_path_loss(monkeypatch):
     toy = ToyConfig(n_features=5, n_hidden=2, density=0.1)
     tc = TrainConfig(steps=1500, restarts=3, lr=3e-3, progress=False, eval_batches=16)
