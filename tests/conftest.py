@@ -1,8 +1,14 @@
 """Shared fixtures."""
 
+import os
+
 import pandas as pd
 import pytest
 import torch
+
+# The suite checks CPU results byte for byte: on a GPU machine `device=auto` would mean CUDA, so pin it to the
+# CPU unless TOYMODELS_DEVICE is set (TOYMODELS_DEVICE=cuda runs the suite's default-device code on the GPU).
+os.environ.setdefault("TOYMODELS_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")

@@ -193,9 +193,16 @@ class TrainConfig:
     Henighan et al. 2023). Instances with equal T are trained as one tensor."""
     progress: bool = True
     """Show a progress bar (it is hidden anyway when stderr is not a terminal or under CI)."""
+    device: str = "auto"
+    """Where to train: auto (CUDA when present, else CPU; TOYMODELS_DEVICE overrides), cpu, cuda, cuda:N or mps.
+    The CPU keeps its numpy-backed fast path; other devices train on the torch path (autograd, torch sampling on
+    the device, dense batches unless sparse_sampling=always). Results come back on the CPU either way."""
 
     def __post_init__(self):
+        from toymodels.device import check_device
+
         check_types(self)
+        check_device(self.device)
         for name, lo in (("steps", 1), ("batch_size", 1), ("restarts", 1), ("eval_batches", 1),
                          ("log_every", 1), ("warmup_steps", 0), ("snapshot_every", 0)):
             value = getattr(self, name)

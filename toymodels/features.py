@@ -33,24 +33,24 @@ def _magnitude(u: torch.Tensor, law: str) -> torch.Tensor:
 def sample_dense(cfg: ToyConfig, p_IF: torch.Tensor, batch: int, gen: torch.Generator) -> torch.Tensor:
     """Draw a full batch x_IBF for any feature structure."""
     I, F = p_IF.shape
-    law = cfg.magnitude_law
+    law, dev = cfg.magnitude_law, p_IF.device  # any device: gen lives on p_IF's device
     if cfg.structure == "independent":
-        u = torch.rand(I, batch, F, generator=gen)
+        u = torch.rand(I, batch, F, generator=gen, device=dev)
         p = p_IF[:, None, :]
         return torch.where(u < p, _magnitude(u / p, law), 0.0)
 
     S = cfg.set_size
     n_sets = F // S
     p_set = p_IF[:, None, ::S]  # [I, 1, sets]: each set's density is its first member's
-    mag = _magnitude(torch.rand(I, batch, F, generator=gen), law)
-    set_on = torch.rand(I, batch, n_sets, generator=gen) < p_set
+    mag = _magnitude(torch.rand(I, batch, F, generator=gen, device=dev), law)
+    set_on = torch.rand(I, batch, n_sets, generator=gen, device=dev) < p_set
     if cfg.structure == "correlated":
         on = set_on.repeat_interleave(S, dim=-1)
     elif cfg.structure == "anticorrelated":
-        pick = torch.randint(S, (I, batch, n_sets), generator=gen)
+        pick = torch.randint(S, (I, batch, n_sets), generator=gen, device=dev)
         on = (torch.nn.functional.one_hot(pick, S).bool() & set_on[..., None]).reshape(I, batch, F)
     else:  # hierarchical
-        child = torch.rand(I, batch, F, generator=gen) < cfg.child_prob
+        child = torch.rand(I, batch, F, generator=gen, device=dev) < cfg.child_prob
         child.view(I, batch, n_sets, S)[..., 0] = True  # the parent itself
         on = set_on.repeat_interleave(S, dim=-1) & child
     return torch.where(on, mag, 0.0)
@@ -70,18 +70,19 @@ def sample_sparse(cfg: ToyConfig, p_IF: torch.Tensor, batch: int, gen: torch.Gen
     feature f0 has P(f0 = f) ∝ p_f Π_{g<f}(1 − p_g); features after f0 are independent Bernoulli(p_g).
     """
     I, F = p_IF.shape
+    dev = p_IF.device  # any device: gen lives on p_IF's device (R costs one host sync per batch off the CPU)
     q_I = nonzero_row_prob(p_IF)
-    n_I = torch.binomial(torch.full((I,), float(batch)), q_I, generator=gen).long()
+    n_I = torch.binomial(torch.full((I,), float(batch), device=dev), q_I, generator=gen).long()
     R = max(int(n_I.max()), 1)
     # first active feature f0 per row, by inverse CDF of P(f0 = f)
-    f0_IR = torch.searchsorted(_first_active_cdf(p_IF), torch.rand(I, R, generator=gen)).clamp_(max=F - 1)
-    u = torch.rand(I, R, F, generator=gen)
+    f0_IR = torch.searchsorted(_first_active_cdf(p_IF), torch.rand(I, R, generator=gen, device=dev)).clamp_(max=F - 1)
+    u = torch.rand(I, R, F, generator=gen, device=dev)
     p = p_IF[:, None, :]
-    feat = torch.arange(F)
+    feat = torch.arange(F, device=dev)
     f0 = f0_IR[..., None]
     x = torch.where((u < p) & (feat > f0), u / p, 0.0)
-    x = torch.where(feat == f0, torch.rand(I, R, 1, generator=gen), x)
-    x = x * (torch.arange(R)[None, :, None] < n_I[:, None, None])  # rows past each instance's count are zero
+    x = torch.where(feat == f0, torch.rand(I, R, 1, generator=gen, device=dev), x)
+    x = x * (torch.arange(R, device=dev)[None, :, None] < n_I[:, None, None])  # rows past an instance's count: 0
     return _magnitude_sparse(x, cfg.magnitude_law), batch - R
 
 

@@ -82,7 +82,8 @@ class SweepConfig:
     phase_feature: int = 1
     """Feature whose phase (not_represented / dedicated / superposition) labels a grid point."""
     batch_points: int = 200
-    """Grid points per instance batch (a batch trains batch_points × restarts instances at once; ≥ 1)."""
+    """Grid points per instance batch (a batch trains batch_points × restarts instances at once; ≥ 1). On a GPU
+    (train.device) batches are packed larger automatically, up to GPU_BATCH_BYTES of batch tensors each."""
     backend: str = "loky"
     """joblib backend: loky (local processes), threading, sequential, dask (address = scheduler; null starts a
     LocalCluster) or ray (address = cluster; null starts a local one)."""
@@ -170,9 +171,44 @@ def expand(cfg: SweepConfig) -> pd.DataFrame:
 
 
 def content_hash(cfg: SweepConfig) -> str:
-    """Hash of everything that changes the results (not backend, workers, output folder)."""
+    """Hash of everything that changes the results (not backend, workers, output folder; the device only as the
+    kind it resolves to, and not at all for the CPU, so CPU hashes are those of before the device option)."""
     d = {k: v for k, v in _asdict(cfg).items() if k not in NOT_CONTENT}
+    d["train"] = _train_key(cfg)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+GPU_BATCH_BYTES = 1 << 30
+"""On a GPU, a sweep batch holds up to about this many bytes of per-step batch tensors (x, out, error, grads)."""
+
+
+def device_kind(cfg: SweepConfig) -> str:
+    """cpu, cuda or mps (torch-cpu: the CPU under TOYMODELS_TORCH_PATH=1): where the sweep's batches train
+    (checked here for a local run; for a remote Dask/Ray cluster, auto counts as cpu and an explicit device is the
+    workers' business)."""
+    from toymodels.device import cpu_fast_paths, resolve
+
+    dev = cfg.train.device
+    if cfg.backend in ("dask", "ray") and cfg.address:
+        return "cpu" if dev in ("auto", "cpu") else dev.split(":")[0]
+    d = resolve(dev, "train.device")
+    return "cpu" if cpu_fast_paths(d) else "torch-cpu" if d.type == "cpu" else d.type  # torch-cpu: tests
+
+
+def _train_key(cfg: SweepConfig) -> dict:
+    d = {k: v for k, v in to_dict(cfg.train).items() if k != "device"}
+    kind = device_kind(cfg)
+    return d if kind == "cpu" else d | {"device": kind}
+
+
+def points_per_batch(cfg: SweepConfig, n_points: int) -> int:
+    """cfg.batch_points on the CPU; on a GPU, as many more as fit GPU_BATCH_BYTES (one batch is one kernel
+    stream, and a GPU needs wide ones to be busy)."""
+    if device_kind(cfg) == "cpu":
+        return cfg.batch_points
+    tc, toy = cfg.train, cfg.toy
+    per_point = 6 * 4 * tc.restarts * tc.batch_size * (toy.n_features + toy.n_hidden)
+    return max(cfg.batch_points, min(n_points, GPU_BATCH_BYTES // max(per_point, 1)))
 
 
 def plan(cfg: SweepConfig) -> tuple[pd.DataFrame, list[Batch]]:
@@ -182,12 +218,12 @@ def plan(cfg: SweepConfig) -> tuple[pd.DataFrame, list[Batch]]:
     dcols, icols = [f"density_{f}" for f in range(F)], [f"importance_{f}" for f in range(F)]
     order = grid.assign(_d=grid[dcols].max(axis=1)).sort_values(["_d", "point"], ascending=[False, True],
                                                                   kind="stable").point.to_numpy()
-    batches = []
-    for start in range(0, len(order), cfg.batch_points):
-        pts = sorted(int(p) for p in order[start:start + cfg.batch_points])
+    batches, size, train_key = [], points_per_batch(cfg, len(order)), _train_key(cfg)
+    for start in range(0, len(order), size):
+        pts = sorted(int(p) for p in order[start:start + size])
         sub = grid.set_index("point").loc[pts]
         dens, imp = sub[dcols].to_numpy().tolist(), sub[icols].to_numpy().tolist()
-        key = json.dumps({"seed": cfg.train.seed, "toy": to_dict(cfg.toy), "train": to_dict(cfg.train),
+        key = json.dumps({"seed": cfg.train.seed, "toy": to_dict(cfg.toy), "train": train_key,
                           "density": dens, "importance": imp}, sort_keys=True)
         h = hashlib.sha256(key.encode()).hexdigest()
         toy = dataclasses.replace(cfg.toy, density=dens, importance=imp, importance_decay=1.0,
@@ -205,7 +241,8 @@ def run_batch(batch: Batch) -> tuple[str, pd.DataFrame, dict]:
     from toymodels.train import train
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread per worker: no oversubscription, and identical results anywhere
+    torch.set_num_threads(1)  # one thread per worker: no oversubscription, and identical results anywhere (a GPU
+    # batch's host side is one thread too)
     try:
         res = train(batch.toy, batch.train)
     finally:
@@ -279,6 +316,10 @@ def _backend_config(cfg: SweepConfig):
         with joblib.parallel_config(backend="ray"):
             yield -1
         return
+    if cfg.backend in ("loky", "threading") and device_kind(cfg) != "cpu":
+        with joblib.parallel_config(backend="sequential"):  # one process owns the GPU; its batches are wide
+            yield 1
+        return
     with joblib.parallel_config(backend=cfg.backend):
         yield cfg.n_jobs
 
@@ -345,15 +386,15 @@ def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame
     todo = [b for b in batches if not store.done(b.id)]
     store.claim(content_hash(cfg), OmegaConf.to_yaml(OmegaConf.structured(cfg)),
                 {"seed": cfg.train.seed, "points": len(grid), "batches": [b.id for b in batches],
-                 "backend": cfg.backend})
+                 "backend": cfg.backend, "device": device_kind(cfg)})
     t0, steps, busy = time.perf_counter(), 0, 0.0
     with progress(total=len(grid), desc=f"sweep {cfg.name}", unit="pt",
                   enabled=None if cfg.progress else False) as bar:
         bar.update(len(grid) - sum(len(b.points) for b in todo))
         if todo:
             with _backend(cfg) as n_jobs:
-                results = joblib.Parallel(n_jobs=min(n_jobs, len(todo)) if n_jobs > 0 else n_jobs,
-                                          return_as="generator_unordered")(
+                results = _ray_unordered(todo) if cfg.backend == "ray" else joblib.Parallel(
+                    n_jobs=min(n_jobs, len(todo)) if n_jobs > 0 else n_jobs, return_as="generator_unordered")(
                     joblib.delayed(run_batch)(b) for b in todo)
                 for batch_id, table, extra in results:
                     store.write_batch(batch_id, table, extra["tensors"])
@@ -365,6 +406,18 @@ def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame
     log(f"sweep {cfg.name}: {len(grid)} points ({len(batches) - len(todo)}/{len(batches)} batches resumed) "
         f"in {seconds:.1f}s{rate}; table: {out / 'results.csv'}")
     return df
+
+
+def _ray_unordered(todo: list[Batch]):
+    """run_batch of every batch as Ray tasks, yielded as they finish (Ray's joblib backend cannot return results
+    unordered or one by one, and a killed sweep should keep every batch that finished)."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(run_batch)
+    pending = [task.remote(b) for b in todo]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
 
 
 def _asdict(cfg) -> dict:

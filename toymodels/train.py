@@ -24,6 +24,7 @@ import torch
 
 from toymodels import analysis
 from toymodels.config import ToyConfig, TrainConfig
+from toymodels.device import cpu_fast_paths, describe, resolve, synchronize
 from toymodels.elementsparse import ActiveGrad, ActiveSampler, use_active
 from toymodels.errors import DivergenceError, check
 from toymodels.features import FastSampler, nonzero_row_prob, sample_dense, sample_sparse
@@ -136,6 +137,8 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     from toymodels.budget import check_memory, train_bytes
 
     tc = tc or TrainConfig()
+    dev = resolve(tc.device)
+    on_cpu = cpu_fast_paths(dev)
     I, R, F = cfg.instances, tc.restarts, cfg.n_features
     exact_ok = (cfg.model == "relu_output" and cfg.structure == "independent" and cfg.magnitude_law == "uniform"
                 and F <= 3)
@@ -145,34 +148,36 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     check_memory(train_bytes(I * R, F, H, tc.batch_size, I=I, steps=tc.steps, log_every=tc.log_every,
                              snapshot_every=tc.snapshot_every),
                  f"train ({I} instance(s) × {R} restart(s) of {F} features → {cfg.n_hidden}, batch {tc.batch_size})")
-    p_IF = torch.tensor(cfg.density_array(), dtype=torch.float32)
-    imp_IF = torch.tensor(cfg.importance_array(), dtype=torch.float32)
+    p_IF = torch.tensor(cfg.density_array(), dtype=torch.float32, device=dev)
+    imp_IF = torch.tensor(cfg.importance_array(), dtype=torch.float32, device=dev)
     p_KF, imp_KF = p_IF.repeat_interleave(R, 0), imp_IF.repeat_interleave(R, 0)  # K = I·R, k = i·R + r
     gen = torch.Generator().manual_seed(tc.seed)
-    model = build_model(cfg, I * R, gen)
+    model = build_model(cfg, I * R, gen).to(dev)  # the same init on every device
+    # off the CPU, data comes from a generator on the device (the CPU keeps one stream for init and data)
+    gen = gen if on_cpu else torch.Generator(device=dev).manual_seed(tc.seed)
     if tc.init_scale != 1.0:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if name != "b":
                     p.mul_(tc.init_scale)
-    sparse = use_sparse(cfg, p_KF, tc.batch_size, tc.sparse_sampling)
+    sparse = use_sparse(cfg, p_KF, tc.batch_size, sparse_mode(tc, dev))
     sizes = dataset_sizes(tc, I)
     fast = (tc.backward == "auto" and isinstance(model, TiedModel) and sizes is None and not cfg.normalize
-            and cfg.hidden_bias is None)
+            and cfg.hidden_bias is None and on_cpu)
     if sizes is not None:
         fixed = _DatasetStep(cfg, model, p_IF, imp_KF, sizes, R, tc, gen)
-        fast_data = tc.backward == "auto" and isinstance(model, TiedModel) and cfg.hidden_bias is None
+        fast_data = tc.backward == "auto" and isinstance(model, TiedModel) and cfg.hidden_bias is None and on_cpu
         step_fn = _FastDatasetStep(fixed, cfg, model, p_KF, imp_KF, tc, gen) if fast_data else fixed
     elif fast:
         step_fn = _FastStep(cfg, model, p_KF, imp_KF, sparse, tc, gen)
     else:
         step_fn = _AutogradStep(model, Batcher(cfg, p_KF, tc.batch_size, sparse, gen), imp_KF, tc)
 
-    hist, hist_steps, window = [], [], torch.zeros(I * R)
+    hist, hist_steps, window = [], [], torch.zeros(I * R, device=dev)
     snaps, snap_steps, window_seconds = [], [], []
-    diverged = torch.zeros(I * R, dtype=torch.bool)
+    diverged = torch.zeros(I * R, dtype=torch.bool, device=dev)
     chunk = min(tc.log_every, 64)  # losses are checked for NaN/inf every `chunk` steps, naming the exact step
-    loss_TK, filled = torch.zeros(chunk, I * R), 0
+    loss_TK, filled = torch.zeros(chunk, I * R, device=dev), 0
     t0 = t_window = time.perf_counter()
     for step in progress(range(tc.steps), desc=f"train {cfg.model} {F}→{cfg.n_hidden} ×{I * R}",
                          enabled=None if tc.progress else False):
@@ -193,11 +198,15 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
             hist.append(torch.where(diverged, torch.nan, window / n))
             hist_steps.append(step + 1)
             window.zero_()
+            if not on_cpu:
+                synchronize(dev)
             window_seconds.append(time.perf_counter() - t_window)
             t_window = time.perf_counter()
         if tc.snapshot_every and (step % tc.snapshot_every == 0 or step + 1 == tc.steps):
             snaps.append(model.feature_weights().clone())
             snap_steps.append(step + 1 if step + 1 == tc.steps else step)
+    if not on_cpu:
+        synchronize(dev)
     seconds = time.perf_counter() - t0
 
     eval_K = evaluate(model, cfg, p_IF, imp_IF, tc, R) if tc.eval_mode == "sampled" else exact_loss(model, p_IF,
@@ -210,30 +219,39 @@ def train(cfg: ToyConfig, tc: TrainConfig | None = None) -> TrainResult:
     # restarts are picked on the loss they were trained on: fresh samples, or their own training set
     pick = restart_loss if data_loss is None else data_loss
     best = torch.nan_to_num(pick, nan=torch.inf).argmin(1)
-    keep = torch.arange(I) * R + best
+    keep = torch.arange(I, device=dev) * R + best
+    cpu = (lambda t: t) if on_cpu else (lambda t: None if t is None else t.cpu())  # results live on the CPU
     return TrainResult(
-        config=cfg, train=tc, model=model.select(keep),
-        final_loss=restart_loss.gather(1, best[:, None])[:, 0], restart_loss=restart_loss, best_restart=best,
-        history_steps=torch.tensor(hist_steps), loss_history=torch.stack(hist).view(-1, I, R),
+        config=cfg, train=tc, model=model.select(keep).cpu(),
+        final_loss=cpu(restart_loss.gather(1, best[:, None])[:, 0]), restart_loss=cpu(restart_loss),
+        best_restart=cpu(best),
+        history_steps=torch.tensor(hist_steps), loss_history=cpu(torch.stack(hist).view(-1, I, R)),
         snapshot_steps=torch.tensor(snap_steps) if snaps else None,
-        snapshots=torch.stack(snaps)[:, keep] if snaps else None,
+        snapshots=cpu(torch.stack(snaps)[:, keep]) if snaps else None,
         seconds=seconds,
         meta={"sampler": getattr(step_fn, "sampler", None) or ("sparse" if sparse else "dense"),
               "backward": "manual" if isinstance(step_fn, _FastStep) else "autograd",
               "model_steps_per_s": I * R * tc.steps / seconds,
-              "window_seconds": window_seconds},  # wall time of each log_every window (for benchmarks)
-        dataset=step_fn.dataset if sizes is not None else None,
-        dataset_loss=data_loss.gather(1, best[:, None])[:, 0] if data_loss is not None else None,
+              "window_seconds": window_seconds,  # wall time of each log_every window (for benchmarks)
+              "device": describe(dev)},
+        dataset=[cpu(x) for x in step_fn.dataset] if sizes is not None else None,
+        dataset_loss=cpu(data_loss.gather(1, best[:, None])[:, 0]) if data_loss is not None else None,
     )
+
+
+def sparse_mode(tc: TrainConfig, dev: torch.device) -> str:
+    """`tc.sparse_sampling`, except that off the CPU auto means dense (a sparse batch's row count would cost a
+    device-to-host sync every step)."""
+    return tc.sparse_sampling if cpu_fast_paths(dev) or tc.sparse_sampling == "always" else "never"
 
 
 @torch.no_grad()
 def evaluate(model: ToyModel, cfg: ToyConfig, p_IF, imp_IF, tc: TrainConfig, R: int) -> torch.Tensor:
     """[I·R] loss on `eval_batches` fresh batches; all restarts of an instance see the same samples."""
-    gen = torch.Generator().manual_seed(tc.seed + 1_000_003)
-    sparse = use_sparse(cfg, p_IF, tc.batch_size, tc.sparse_sampling)
+    gen = torch.Generator(device=p_IF.device).manual_seed(tc.seed + 1_000_003)
+    sparse = use_sparse(cfg, p_IF, tc.batch_size, sparse_mode(tc, p_IF.device))
     draw = Batcher(cfg, p_IF, tc.batch_size, sparse, gen)
-    total = torch.zeros(p_IF.shape[0] * R)
+    total = torch.zeros(p_IF.shape[0] * R, device=p_IF.device)
     for _ in range(tc.eval_batches):
         x, n_zero = draw()
         imp_KF = imp_IF.repeat_interleave(R, 0)
@@ -246,9 +264,9 @@ def exact_loss(model: ToyModel, p_IF: torch.Tensor, imp_IF: torch.Tensor, R: int
     """[I·R] closed-form expected loss of every restart (relu_output, ≤ 3 independent U[0,1] features)."""
     from toymodels.theory import expected_loss
 
-    W_KFH, b_KF = model.feature_weights().double().numpy(), model.b.detach().double().numpy()
-    p_KF, imp_KF = (t.repeat_interleave(R, 0).double().numpy() for t in (p_IF, imp_IF))
-    return torch.from_numpy(expected_loss(W_KFH, b_KF, p_KF, imp_KF)).float()
+    W_KFH, b_KF = model.feature_weights().double().cpu().numpy(), model.b.detach().double().cpu().numpy()
+    p_KF, imp_KF = (t.repeat_interleave(R, 0).double().cpu().numpy() for t in (p_IF, imp_IF))
+    return torch.from_numpy(expected_loss(W_KFH, b_KF, p_KF, imp_KF)).float().to(p_IF.device)
 
 
 class _AutogradStep:
@@ -297,18 +315,18 @@ class _DatasetStep(_AutogradStep):
         self.chunks = []  # (K indices, x_CTF, w_CT): each instance's rows repeated per restart
         for grp in groups:
             grp.sort()  # instance order within a chunk (one chunk holding everything is the model's own order)
-            T = max(sizes[i] for i in grp)
-            idx_I = torch.tensor(grp)
-            w_IT = (torch.arange(T) < torch.tensor([sizes[i] for i in grp])[:, None]).float()
+            T, dev = max(sizes[i] for i in grp), x_ITF.device
+            idx_I = torch.tensor(grp, device=dev)
+            w_IT = (torch.arange(T, device=dev) < torch.tensor([sizes[i] for i in grp], device=dev)[:, None]).float()
             w_IT /= w_IT.sum(1, keepdim=True)
-            idx_K = (idx_I[:, None] * R + torch.arange(R)).reshape(-1)
+            idx_K = (idx_I[:, None] * R + torch.arange(R, device=dev)).reshape(-1)
             x = (x_ITF[idx_I, :T] * (w_IT > 0)[..., None]).repeat_interleave(R, 0)
             self.chunks.append((idx_K, x, w_IT.repeat_interleave(R, 0)))
 
     def batch_loss(self) -> torch.Tensor:
         """[K] mean loss of every instance × restart on its own training set."""
         params = dict(self.model.named_parameters())
-        loss_K = torch.zeros(self.imp_KF.shape[0])
+        loss_K = torch.zeros(self.imp_KF.shape[0], device=self.imp_KF.device)
         for idx_K, x_CTF, w_CT in self.chunks:
             whole = len(self.chunks) == 1
             out = self.model(x_CTF) if whole else torch.func.functional_call(

@@ -105,12 +105,19 @@ class BenchmarkConfig:
     """Output folder (results.csv, leaderboard.md/.csv, figures/)."""
     progress: bool = True
     """Progress bar while training."""
+    device: str = "auto"
+    """Where the SAEs train and encode the eval set: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps."""
+    precision: str = "float32"
+    """SAE training precision: float32, tf32 or bf16 (see SAETrainConfig.precision)."""
 
     def __post_init__(self):
+        from toymodels.device import check_device, check_precision
         from toymodels.sae import get_variant, load_plugin, variant_names
         from toymodels.sae.registry import config_fields
 
         check_types(self)
+        check_device(self.device)
+        check_precision(self.precision)
         check(self.kind == "benchmark", "kind", "benchmark for a BenchmarkConfig", self.kind)
         check_out_path(self.out)
         for spec in self.plugins:
@@ -164,7 +171,8 @@ class BenchmarkConfig:
 
         return SAETrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.data_seed,
                               resample_every=self.resample_every, resample_until=self.resample_until,
-                              resample_min_rate=self.resample_min_rate, progress=self.progress)
+                              resample_min_rate=self.resample_min_rate, progress=self.progress,
+                              device=self.device, precision=self.precision)
 
     def sparsity_values(self, variant: str) -> list:
         """The sparsity settings variant `variant` is trained at ([None] if its config has no sparsity field)."""
@@ -242,10 +250,12 @@ def run_key(cfg: BenchmarkConfig) -> str:
     import json
 
     from toymodels.config import to_dict
+    from toymodels.device import hash_fields
     from toymodels.outdir import sha256
 
     body = {k: v for k, v in (to_dict(cfg) | {"dataset": to_dict(cfg.dataset)}).items()
-            if k not in ("out", "progress", "description")}
+            if k not in ("out", "progress", "description", "device", "precision")}
+    body |= hash_fields(cfg.device, cfg.precision)  # nothing on the CPU at float32: older keys stay valid
     if cfg.dataset_file:
         body["dataset_file"] = sha256(cfg.dataset_file)
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -268,6 +278,7 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     import torch
 
     from toymodels.config import to_dict
+    from toymodels.device import describe, resolve
     from toymodels.groundtruth.metrics import score_sae
     from toymodels.io import environment, read_json, write_text
     from toymodels.outdir import transaction
@@ -300,7 +311,7 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
             c, at, tag = grid[i]
             field = c.sparsity_field
             with torch.no_grad():
-                scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval)
+                scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval, device=cfg.device)
             value = sae.history.get("sparsity_coeff", getattr(c, field) if field else 0.0)  # a controller's final λ
             rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": field, "sparsity_value": value,
                          "setting": tag, "trained_at": at, "seed": c.seed, **scores})
@@ -325,6 +336,7 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
                                    "seconds": {"data": t1 - t0, "train_and_score": t2 - t1,
                                                "write": time.perf_counter() - t2},
                                    "n_saes": len(configs), "packs_resumed": resumed, "key": key,
+                                   "device": describe(resolve(cfg.device)), "precision": cfg.precision,
                                    "environment": environment()})
     keep = {pack_file(idx).name for idx in pack_indices(configs)}
     for stale in (out / "packs").glob("*.json"):  # packs of other configurations in this folder

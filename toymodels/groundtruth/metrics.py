@@ -149,9 +149,12 @@ def load_sae_like(sae_like):
 
 
 @torch.no_grad()
-def score_sae(sae_like, dataset, n_eval: int = 20_000, batch: int = 4096) -> dict[str, float]:
+def score_sae(sae_like, dataset, n_eval: int = 20_000, batch: int = 4096,
+              device: str | None = None) -> dict[str, float]:
     """Score any SAE (an object with encode/decode and W_dec [L, D], or a SAELens directory) on the first
-    `n_eval` samples of a GroundTruthDataset (or a dataset file path)."""
+    `n_eval` samples of a GroundTruthDataset (or a dataset file path). `device` (auto, cpu, cuda, ...): where a
+    toymodels SAE encodes and decodes (None: where it is; a torch module always runs where its parameters are);
+    the metrics are computed on the CPU."""
     from toymodels.budget import check_memory, score_bytes
     from toymodels.config import _is_int
     from toymodels.errors import check
@@ -160,6 +163,17 @@ def score_sae(sae_like, dataset, n_eval: int = 20_000, batch: int = 4096) -> dic
     check(_is_int(n_eval) and n_eval >= 1, "n_eval", "an integer ≥ 1", n_eval)
     check(_is_int(batch) and batch >= 1, "batch", "an integer ≥ 1", batch)
     sae = load_sae_like(sae_like)
+    dev = None
+    if device is not None:
+        from toymodels.device import resolve
+        from toymodels.sae.base import TrainedSAE
+
+        dev = resolve(device)
+        if isinstance(sae, TrainedSAE) and dev.type != "cpu":
+            import dataclasses
+
+            sae = dataclasses.replace(sae, **{k: v.to(dev) for k, v in sae.tensors().items()})
+        dev = dev if isinstance(sae, TrainedSAE) else None
     ds = load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     n = min(n_eval, ds.n_samples)
     x = ds.hidden[:n]
@@ -170,6 +184,7 @@ def score_sae(sae_like, dataset, n_eval: int = 20_000, batch: int = 4096) -> dic
     acts, xhat = [], []
     for i in range(0, n, batch):
         xb = x[i:i + batch] if p is None else x[i:i + batch].to(p.device, p.dtype)
+        xb = xb if dev is None else xb.to(dev)
         a = sae.encode(xb)
         acts.append(a.float().cpu())
         xhat.append(sae.decode(a).float().cpu())

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
+from toymodels.device import matmul_autocast
 from toymodels.errors import ConfigError, check
 from toymodels.seeding import generator
 
@@ -142,7 +143,7 @@ class PackedSAE(nn.Module):
     @staticmethod
     def _init_dec(c: SAEConfig) -> torch.Tensor:
         g = generator(c.seed, "sae-init")  # not manual_seed(seed): a dictionary drawn so would be this W
-        W = torch.randn(c.d_sae, c.d_in, generator=g)
+        W = torch.randn(c.d_sae, c.d_in, generator=g, device="cpu")  # the same init on every device
         return W / W.norm(dim=1, keepdim=True) * c.init_scale
 
     def latent_init(self, name: str, i: int) -> float:
@@ -175,14 +176,18 @@ class PackedSAE(nn.Module):
         bias_KL = self.b_enc_KL
         if self.apply_b_dec_to_input:
             bias_KL = bias_KL - torch.bmm(self.b_dec_KD[:, None, :], self.W_enc_KDL).squeeze(1)
-        return torch.baddbmm(bias_KL[:, None, :], x_BD.expand(self.K, -1, -1), self.W_enc_KDL)
+        with matmul_autocast():  # bf16 precision: the dense product in bfloat16, back to float32 (else a no-op)
+            pre = torch.baddbmm(bias_KL[:, None, :], x_BD.expand(self.K, -1, -1), self.W_enc_KDL)
+        return pre.float()
 
     def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
         """[K, B, L] activations (inference form)."""
         raise NotImplementedError
 
     def decode(self, acts_KBL: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.b_dec_KD[:, None, :], acts_KBL, self.W_dec_KLD)
+        with matmul_autocast():
+            out = torch.baddbmm(self.b_dec_KD[:, None, :], acts_KBL, self.W_dec_KLD)
+        return out.float()
 
     def loss_terms(self, x_BD: torch.Tensor, frac: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Named [K] losses (summed into the objective) and the [K, L] count of firings in this batch.

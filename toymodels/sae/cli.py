@@ -66,8 +66,10 @@ def run_key(cfg, tc, data_digest: str) -> str:
     import json
 
     from toymodels.config import to_dict
+    from toymodels.device import hash_fields
 
-    train = {k: v for k, v in to_dict(tc).items() if k != "progress"}
+    train = {k: v for k, v in to_dict(tc).items() if k not in ("progress", "device", "precision")}
+    train |= hash_fields(tc.device, tc.precision)
     blob = json.dumps({"sae": to_dict(cfg), "train": train, "data": data_digest}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -15,6 +15,15 @@ from dataclasses import dataclass
 import torch
 
 from toymodels.config import SEED_RANGE, _is_int, _is_num, _is_seed, check_types
+from toymodels.device import (
+    check_device,
+    check_precision,
+    cpu_fast_paths,
+    describe,
+    precision_context,
+    resolve,
+    synchronize,
+)
 from toymodels.errors import ConfigError, DivergenceError, check
 from toymodels.progress import progress
 from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
@@ -57,9 +66,17 @@ class SAETrainConfig:
     """Seeds the shuffling of tensor data (≥ 0); SAE inits are seeded by each SAEConfig.seed."""
     progress: bool = True
     """Show a progress bar (hidden anyway when stderr is not a terminal or under CI)."""
+    device: str = "auto"
+    """Where to train: auto (CUDA when present, else CPU; TOYMODELS_DEVICE overrides), cpu, cuda, cuda:N or mps.
+    A tensor dataset is copied to the device once; the SAEs come back on the CPU either way."""
+    precision: str = "float32"
+    """float32 (exact), tf32 (TensorFloat-32 matmuls on CUDA; no effect on CPU) or bf16 (bfloat16 autocast of the
+    forward pass; weights and Adam state stay float32). Recorded in each SAE's history."""
 
     def __post_init__(self):
         check_types(self)
+        check_device(self.device)
+        check_precision(self.precision)
         for name, lo in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("dead_after", 1), ("resample_every", 0),
                          ("log_every", 1)):
             check(_is_int(getattr(self, name)) and getattr(self, name) >= lo, name, f"an integer ≥ {lo}",
@@ -90,15 +107,17 @@ def lr_factor(step: int, tc: SAETrainConfig) -> float:
     return 1.0
 
 
-def batches(data, tc: SAETrainConfig) -> Iterator[torch.Tensor]:
-    """Reshuffled epochs of a [N, D] tensor (seeded), or the batches of an iterator, as float32 [B, D]; a
-    [S, N, D] tensor of S streams gives [S, B, D] batches (the same sample indices in every stream)."""
+def batches(data, tc: SAETrainConfig, device: torch.device | None = None) -> Iterator[torch.Tensor]:
+    """Reshuffled epochs of a [N, D] tensor (seeded; on its own device), or the batches of an iterator, as float32
+    [B, D] (moved to `device` if given); a [S, N, D] tensor of S streams gives [S, B, D] batches (the same sample
+    indices in every stream)."""
     if isinstance(data, torch.Tensor):
-        g = torch.Generator().manual_seed(tc.seed)
+        g = torch.Generator().manual_seed(tc.seed)  # the same shuffles on every device
         n = data.shape[-2]
         bs = min(tc.batch_size, n)
         while True:
-            perm = torch.randperm(n, generator=g)
+            perm = torch.randperm(n, generator=g, device="cpu")
+            perm = perm if data.device.type == "cpu" else perm.to(data.device)
             for i in range(0, n - bs + 1, bs):
                 yield data.index_select(data.ndim - 2, perm[i:i + bs]).float()
     else:
@@ -106,7 +125,7 @@ def batches(data, tc: SAETrainConfig) -> Iterator[torch.Tensor]:
             if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
                 raise ConfigError(f"data: batch {j} must be a 2-D float tensor [batch, d_in], got "
                                   f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
-            yield x.float()
+            yield x.float() if device is None else x.to(device, torch.float32, non_blocking=True)
 
 
 def _check_data(data, cfgs: list[SAEConfig], streams) -> None:
@@ -136,15 +155,26 @@ def pack(cfgs: list[SAEConfig]) -> PackedSAE:
 
 def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
                streams: list[int] | None = None) -> list[TrainedSAE]:
-    """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form.
+    """Train every SAE in `configs` on the same batches; return them (in order) in SAELens inference form, on the
+    CPU, whatever `tc.device` they trained on.
 
     Several datasets at once: `data` [S, N, D] holds S streams of equal size and SAE i trains on stream
     `streams[i]` (default: stream i, one per SAE); each stream is normalised on its own, and SAEs of one
     variant and width still pack into one module whatever their streams, so an SAE trained with others equals
     the same SAE trained alone on its stream's [N, D]."""
+    tc = tc or SAETrainConfig()
+    dev = resolve(tc.device)
+    if cpu_fast_paths(dev):
+        return _train_saes(configs, data, tc, dev, streams)
+    # off the CPU, tensors the variants create default to the device (inits stay CPU-seeded, then move)
+    with dev:
+        return _train_saes(configs, data, tc, dev, streams)
+
+
+def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -> list[TrainedSAE]:
     from toymodels.budget import check_memory, sae_bytes
 
-    tc = tc or SAETrainConfig()
+    on_cpu = cpu_fast_paths(dev)
     configs = list(configs)
     _check_data(data, configs, streams)
     multi = isinstance(data, torch.Tensor) and data.ndim == 3
@@ -159,7 +189,9 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
     check_memory(sae_bytes([(c.d_sae, c.d_in) for c in configs], tc.batch_size),
                  f"SAE training ({len(configs)} SAE(s), widths up to {max(c.d_sae for c in configs)}, "
                  f"batch {tc.batch_size})")
-    stream = batches(data, tc)
+    if isinstance(data, torch.Tensor) and data.device != dev:
+        data = data.to(dev)  # once: the hot loop then never leaves the device
+    stream = batches(data, tc, None if on_cpu else dev)
     first = next(stream, None)
     if first is None:
         raise ConfigError("data: the iterator yielded no batches")
@@ -178,15 +210,15 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
     for i, c in enumerate(configs):
         check(isinstance(c, SAEConfig) and c.variant, f"configs[{i}]", "a registered variant's SAEConfig", c)
     groups = {configs[idx[0]].group_key: idx for idx in pack_indices(configs)}
-    mods: dict[tuple, PackedSAE] = {key: pack([configs[i] for i in idx]) for key, idx in groups.items()}
+    mods: dict[tuple, PackedSAE] = {key: pack([configs[i] for i in idx]).to(dev) for key, idx in groups.items()}
     pick = {key: _stream_index([streams[i] for i in idx]) if multi else None for key, idx in groups.items()}
     for key, m in mods.items():
         m.init_from_data(_select(first * scale, pick[key]))
         m.post_step()
     opts = {key: torch.optim.Adam(m.param_groups(), lr=tc.lr, betas=tuple(tc.betas), fused=True)  # element-wise
             for key, m in mods.items()}
-    since = {key: torch.zeros(m.K, m.L) for key, m in mods.items()}  # samples since each latent last fired
-    fires = {key: torch.zeros(m.K, m.L) for key, m in mods.items()}  # firings since the last resampling
+    since = {key: torch.zeros(m.K, m.L, device=dev) for key, m in mods.items()}  # samples since each last fired
+    fires = {key: torch.zeros(m.K, m.L, device=dev) for key, m in mods.items()}  # firings since the last resampling
     hist = [dict(step=[], loss=[], mse=[], L0=[], dead_frac=[]) for _ in configs]
     acc = {key: None for key in mods}
     t0 = time.perf_counter()
@@ -202,7 +234,8 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
             m.schedule(frac)
             for pg in opts[key].param_groups:
                 pg["lr"] = tc.lr * lr_factor(step, tc) * pg["lr_scale"]
-            losses, fired_KL = m.loss_terms(x, frac)
+            with precision_context(tc.precision, dev):
+                losses, fired_KL = m.loss_terms(x, frac)
             loss_K = sum(losses.values())
             if not bool(torch.isfinite(loss_K).all()):
                 bad = [m.cfgs[i].label for i in torch.nonzero(~torch.isfinite(loss_K)).flatten().tolist()]
@@ -240,6 +273,8 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
         bar.update(1)
         x = next(stream, None)
     bar.close()
+    if not on_cpu:
+        synchronize(dev)
     seconds = time.perf_counter() - t0
 
     out: list[TrainedSAE | None] = [None] * len(configs)
@@ -247,8 +282,12 @@ def train_saes(configs: list[SAEConfig], data, tc: SAETrainConfig | None = None,
         m.eval()
         for j, i in enumerate(groups[key]):
             arch, t, extra = m.inference(j)
+            if not on_cpu:  # results live on the CPU
+                t = {name: v.cpu() for name, v in t.items()}
+                extra = {name: v.cpu() if isinstance(v, torch.Tensor) else v for name, v in extra.items()}
             s_i = scales[streams[i]] if multi else scale
-            hist[i].update(steps_done=step, seconds=seconds, scale=s_i, **m.summary(j))
+            hist[i].update(steps_done=step, seconds=seconds, scale=s_i, device=describe(dev),
+                           precision=tc.precision, **m.summary(j))
             out[i] = fold_scale(configs[i], arch, t, extra, s_i, m.apply_b_dec_to_input, hist[i])
     return out
 
