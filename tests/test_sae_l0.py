@@ -1,6 +1,8 @@
 """Exact L0: every penalty-based variant steered to a per-SAE `target_l0` by its controller, and the TopK family
 taking k = target; config errors for impossible targets."""
 
+import math
+
 import pytest
 import torch
 
@@ -34,6 +36,31 @@ def test_packed_targets_end_within_two_percent():
             for v, kw in PENALTY.items() for i, t in enumerate((3, 6, 12))]
     saes = train_saes(cfgs, X[:50_000], SAETrainConfig(steps=1000, lr=3e-3, progress=False))
     errs = {s.cfg.label + f"@{s.cfg.target_l0}": held_out_l0(s, X[50_000:]) / s.cfg.target_l0 - 1 for s in saes}
+    print("held-out L0 error:", {k: f"{e:+.2%}" for k, e in errs.items()})  # visible with pytest -s
+    assert all(abs(e) <= 0.02 for e in errs.values()), errs
+
+
+V2_ROWS = {"p_anneal": dict(anneal_end=0.75), "relu_april": dict(init_scale=0.1),
+           "jumprelu_tanh": dict(variant="jumprelu", sparsity_loss="tanh", threshold_init=0.5, threshold_lr_scale=3.0),
+           "jumprelu_quadratic": dict(variant="jumprelu", sparsity_loss="quadratic", threshold_init=0.5,
+                                      threshold_lr_scale=3.0),
+           "matching_pursuit": dict(stop_on_duplicate_support=False, residual_threshold=1.0)}
+
+
+@pytest.mark.slow
+def test_leaderboard_settings_end_within_two_percent():
+    """The default leaderboard's settings for the rows added since (p_anneal with p final at 75 %, relu_april at
+    init_scale 0.1, the JumpReLU tanh and quadratic modes, Matching Pursuit with k = ⌊T⌋ + 1 and its threshold
+    controller), targets 3, 6 and 12 in one packed run each: held-out L0 within ±2 %."""
+    X = planted(60_000)
+    cfgs = []
+    for row, kw in V2_ROWS.items():
+        kw = {"variant": row} | kw
+        for i, t in enumerate((3, 6, 12)):
+            more = get_variant(kw["variant"]).config.l0_settings(t)[0]
+            cfgs.append(SAEConfig(d_in=32, d_sae=64, seed=i, **kw | more, name=f"{row}@{t}"))
+    saes = train_saes(cfgs, X[:50_000], SAETrainConfig(steps=1000, lr=3e-3, progress=False))
+    errs = {s.cfg.name: held_out_l0(s, X[50_000:]) / s.cfg.target_l0 - 1 for s in saes}
     print("held-out L0 error:", {k: f"{e:+.2%}" for k, e in errs.items()})  # visible with pytest -s
     assert all(abs(e) <= 0.02 for e in errs.values()), errs
 
@@ -116,9 +143,49 @@ def test_benchmark_reports_rows_at_exact_l0(tmp_path):
     assert list(board["method"]) == ["interpolated"] * 2 and list(board["target_l0"]) == [2.0, 3.5]
 
 
-def test_matching_pursuit_has_no_exact_l0():
-    """Matching Pursuit's L0 stays at or below k, so k = target cannot land on the target: it has no `target_l0`
-    (a one-line error naming the variant) and the leaderboard interpolates it between k settings."""
-    assert get_variant("matching_pursuit").config.l0_settings(5.7) is None
-    with pytest.raises(ConfigError, match="^target_l0: not a field of variant matching_pursuit"):
-        SAEConfig(variant="matching_pursuit", d_sae=24, target_l0=5)
+def test_matching_pursuit_exact_l0_steers_its_residual_threshold():
+    """Matching Pursuit at a target T: k = ⌊T⌋ + 1 steps, and a controller on log residual_threshold (the same
+    PI update as the penalty variants, no warm-up, no lr scaling); the controlled threshold is what it exports
+    (it starts from residual_threshold, or 1.0 if that is 0). A target not below k is a one-line error."""
+    from toymodels.sae.penalty import P_OVER_I
+    from toymodels.sae.train import pack
+
+    assert get_variant("matching_pursuit").config.l0_settings(5.7) == [{"k": 6, "target_l0": 5.7}]
+    assert get_variant("matching_pursuit").config.l0_settings(6) == [{"k": 7, "target_l0": 6.0}]
+    m = pack([SAEConfig(variant="matching_pursuit", d_in=8, d_sae=16, k=4, residual_threshold=0.5, seed=i,
+                        stop_on_duplicate_support=False, **kw) for i, kw in enumerate([dict(target_l0=3.5), {}])])
+    m.after_step(torch.tensor([3.85, 2.0]), frac=0.0)
+    torch.testing.assert_close(m.threshold_K(), torch.tensor([0.5 * math.exp(0.05 * 0.1), 0.5]))
+    m.after_step(torch.tensor([3.5, 2.0]), frac=0.5)  # e = 0, Δe = −0.1: the P term pulls back
+    want = 0.5 * math.exp(0.05 * 0.1 + 0.05 * P_OVER_I * -0.1)
+    torch.testing.assert_close(m.threshold_K(), torch.tensor([want, 0.5]))
+    assert m.inference(0)[2]["residual_threshold"] == pytest.approx(want) and m.summary(1) == {}
+    with pytest.raises(ConfigError, match=r"^target_l0: must be below k=4"):
+        SAEConfig(variant="matching_pursuit", d_sae=24, k=4, residual_threshold=1.0, target_l0=4)
+    assert float(pack([SAEConfig(variant="matching_pursuit", d_sae=24, k=4, target_l0=3)]).threshold_K()) == 1.0
+
+
+def test_benchmark_rows_train_a_variant_with_fixed_options(tmp_path):
+    """`rows` name a variant with fixed config fields (the JumpReLU sparsity modes on the default leaderboard):
+    each label is its own leaderboard row, trained at the exact L0 like its variant (quadratic_l0 defaults to
+    the target); Matching Pursuit is exact too; a field the variant lacks is a one-line error."""
+    import pandas as pd
+
+    from toymodels.experiments import compose, to_object
+    from toymodels.groundtruth.benchmark import run_benchmark
+
+    rows = ["+rows.jt={variant: jumprelu, sparsity_loss: tanh}",
+            "+rows.jq={variant: jumprelu, sparsity_loss: quadratic}"]
+    run_benchmark(to_object(compose("benchmark_tiny", [f"out={tmp_path}", "n_train=2000", "steps=20", *rows,
+                                                       "variants=[jumprelu,jt,jq,matching_pursuit]"],
+                                    kind="benchmark")))
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert sorted(board["variant"]) == ["jq", "jt", "jumprelu", "matching_pursuit"]
+    assert set(board["method"]) == {"exact"}
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(set(table.groupby("variant")["f1"].first())) == 4  # three different JumpReLU losses
+    assert SAEConfig(variant="jumprelu", d_sae=24, sparsity_loss="quadratic", target_l0=5).quadratic_l0 == 5.0
+    with pytest.raises(ConfigError, match=r"^rows\.jx: must be a mapping with variant: one of"):
+        to_object(compose("benchmark_tiny", ["+rows.jx={variant: nope}"], kind="benchmark"))
+    with pytest.raises(ConfigError, match=r"^rows\.jx: must be variant plus jumprelu config fields"):
+        to_object(compose("benchmark_tiny", ["+rows.jx={variant: jumprelu, k: 3}"], kind="benchmark"))

@@ -76,6 +76,10 @@ class BenchmarkConfig:
     """SAE init seeds."""
     sae_options: dict = field(default_factory=dict)
     """Extra config fields per variant, e.g. {jumprelu: {threshold_init: 1.0}} (not the sparsity field)."""
+    rows: dict = field(default_factory=dict)
+    """Named leaderboard rows that train a variant with fixed config fields, {label: {variant: name, field:
+    value, ...}}, e.g. {jumprelu_tanh: {variant: jumprelu, sparsity_loss: tanh}}; list the label in
+    `variants`. The variant's `sae_options` apply first; `sparsity` may be keyed by the label."""
     steps: int = 3000
     """SAE optimiser steps (≥ 1)."""
     batch_size: int = 1024
@@ -131,8 +135,18 @@ class BenchmarkConfig:
         check(self.match_l0 in ("width", "all"), "match_l0", "width or all", self.match_l0)
         check(isinstance(self.exact_l0, bool), "exact_l0", "true or false", self.exact_l0)
         known = variant_names()
-        check(len(self.variants) >= 1 and all(v in known for v in self.variants), "variants",
-              f"a non-empty list from {', '.join(known)}", list(self.variants))
+        fixed = {"d_in", "d_sae", "seed", "name"}
+        for label, spec in self.rows.items():
+            check(isinstance(label, str) and label not in known, "rows", "keyed by new labels (not variant names)",
+                  label)
+            check(hasattr(spec, "keys") and spec.get("variant") in known, f"rows.{label}",
+                  f"a mapping with variant: one of {', '.join(known)}", spec)
+            allowed = config_fields(spec["variant"]) - fixed - {get_variant(spec["variant"]).config.sparsity_field}
+            check(set(spec) - {"variant"} <= allowed, f"rows.{label}",
+                  f"variant plus {spec['variant']} config fields from {', '.join(sorted(allowed))}", dict(spec))
+        labels = [*known, *self.rows]
+        check(len(self.variants) >= 1 and all(v in labels for v in self.variants), "variants",
+              f"a non-empty list from {', '.join(labels)}", list(self.variants))
         check(len(self.widths) >= 1 and all(_is_int(w) and w >= 1 for w in self.widths), "widths",
               "a non-empty list of integers ≥ 1", list(self.widths))
         if self.target_l0 is not None:
@@ -141,18 +155,17 @@ class BenchmarkConfig:
                   f"null or a non-empty list of numbers in (0, smallest width={min(self.widths)}]", t)
         check(len(self.seeds) >= 1 and all(_is_seed(s) for s in self.seeds), "seeds",
               f"a non-empty list of seeds, each {SEED_RANGE}", list(self.seeds))
-        fixed = {"d_in", "d_sae", "seed", "name"}
         for v, opts in self.sae_options.items():
             check(v in known, "sae_options", f"keyed by variants from {', '.join(known)}", v)
             allowed = config_fields(v) - fixed - {get_variant(v).config.sparsity_field}
             check(hasattr(opts, "keys") and set(opts) <= allowed, f"sae_options.{v}",
                   f"a mapping of {v} config fields from {', '.join(sorted(allowed))}", dict(opts))
         for v, vals in self.sparsity.items():
-            check(v in known, "sparsity", f"keyed by variants from {', '.join(known)}", v)
+            check(v in labels, "sparsity", f"keyed by variants or rows from {', '.join(labels)}", v)
             check(isinstance(vals, (list, tuple)) or type(vals).__name__ == "ListConfig", f"sparsity.{v}",
                   "a list of values", vals)
         for v in self.variants:
-            key = get_variant(v).config.sparsity_field
+            key = get_variant(self.row(v)[0]).config.sparsity_field
             if key is None:
                 continue
             vals = list(self.sparsity_values(v))
@@ -163,7 +176,8 @@ class BenchmarkConfig:
             check(ok, where, f"a non-empty list of {v}'s {key} values > 0" + (" (integers ≤ the smallest width)"
                                                                            if key == "k" else ""), vals)
         self.train_config()  # the training settings and every SAE of the grid are valid before any data is drawn
-        sae_grid(self, self.dataset.d_model)
+        stand_in = list(self.target_l0) if self.target_l0 is not None else [1.0]  # the matched L0 needs data
+        sae_grid(self, self.dataset.d_model, {int(w): stand_in for w in self.widths})
 
     def train_config(self):
         """The SAETrainConfig every SAE of the grid trains with."""
@@ -174,34 +188,44 @@ class BenchmarkConfig:
                               resample_min_rate=self.resample_min_rate, progress=self.progress,
                               device=self.device, precision=self.precision)
 
-    def sparsity_values(self, variant: str) -> list:
-        """The sparsity settings variant `variant` is trained at ([None] if its config has no sparsity field)."""
+    def row(self, label: str) -> tuple[str, dict]:
+        """(variant, its extra config fields) of a `variants` entry: a variant name or a label of `rows`."""
+        spec = dict(self.rows.get(label, {"variant": label}))
+        variant = spec.pop("variant")
+        return variant, dict(self.sae_options.get(variant, {})) | spec
+
+    def sparsity_values(self, label: str) -> list:
+        """The sparsity settings a variant (or row label) is trained at ([None] if its config has no sparsity
+        field)."""
         from toymodels.sae import get_variant
 
+        variant = self.row(label)[0]
         key = get_variant(variant).config.sparsity_field
         if key is None:
             return [None]
-        if variant in self.sparsity:
-            return list(self.sparsity[variant])
+        for name in (label, variant):
+            if name in self.sparsity:
+                return list(self.sparsity[name])
         return list(getattr(self, key)) if key in GRID_FIELDS else []
 
 
 def sae_grid(cfg: BenchmarkConfig, d_in: int, targets: dict | None = None) -> list[tuple]:
-    """(SAEConfig, the L0 it is trained for or NaN, its setting's tag) for every SAE of the run. `targets`:
-    width → L0s to compare at; with `exact_l0`, variants that can be steered are trained at each (variant ×
+    """(SAEConfig, the L0 it is trained for or NaN, its setting's tag, its row label) for every SAE of the run.
+    `targets`: width → L0s to compare at; with `exact_l0`, variants that can be steered are trained at each (variant ×
     width × target × seed), the others (and all without exact_l0) sweep their sparsity settings (variant ×
     width × setting × seed)."""
     from toymodels.sae import SAEConfig, get_variant
 
     out = []
-    for v in cfg.variants:
+    for label in cfg.variants:
+        v, opts = cfg.row(label)
         ccls = get_variant(v).config
-        key, opts = ccls.sparsity_field, cfg.sae_options.get(v, {})
+        key = ccls.sparsity_field
         for w in cfg.widths:
             runs = []  # (fields, tag, trained_at)
             steer = [(t, ccls.l0_settings(t)) for t in (targets or {}).get(w, [])] if cfg.exact_l0 else []
             if steer and all(st is not None for _, st in steer):
-                start = float(np.median(cfg.sparsity_values(v))) if key and key != "k" else None
+                start = float(np.median(cfg.sparsity_values(label))) if key and key != "k" else None
                 for t, settings in steer:
                     for fields in settings:
                         if fields.get("k", 0) > w:  # a TopK bracket's top beyond the width
@@ -211,14 +235,14 @@ def sae_grid(cfg: BenchmarkConfig, d_in: int, targets: dict | None = None) -> li
                                                                                   fields.items())
                         runs.append((fields, tag, float(t)))
             else:
-                for val in cfg.sparsity_values(v):
+                for val in cfg.sparsity_values(label):
                     fields = {} if key is None else {key: int(val) if _is_int(val) else float(val)}
                     runs.append((fields, "" if key is None else f"{key}{val:g}", float("nan")))
             for fields, tag, at in runs:
                 for seed in cfg.seeds:
-                    name = f"{v}-{w}{'-' + tag if tag else ''}-s{seed}"
-                    out.append((SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **fields, **opts,
-                                          name=name), at, tag or "-"))
+                    name = f"{label}-{w}{'-' + tag if tag else ''}-s{seed}"
+                    out.append((SAEConfig(variant=v, d_in=d_in, d_sae=int(w), seed=int(seed), **opts, **fields,
+                                          name=name), at, tag or "-", label))
     return out
 
 
@@ -294,7 +318,7 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
         check(all(np.isfinite(m) for m in matched.values()), "target_l0",
               "given (a list of L0s) when the dataset has no true activations to match", None)
     grid = sae_grid(cfg, train_ds.hidden.shape[1], targets)
-    configs = [c for c, _, _ in grid]
+    configs = [c for c, _, _, _ in grid]
     tc = cfg.train_config()
 
     def pack_file(idx) -> Path:
@@ -308,12 +332,12 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     def finish(idx, saes):
         rows = []
         for i, sae in zip(idx, saes, strict=True):
-            c, at, tag = grid[i]
+            c, at, tag, label = grid[i]
             field = c.sparsity_field
             with torch.no_grad():
                 scores = score_sae(sae, eval_ds, n_eval=cfg.n_eval, device=cfg.device)
             value = sae.history.get("sparsity_coeff", getattr(c, field) if field else 0.0)  # a controller's final λ
-            rows.append({"variant": c.variant, "width": c.d_sae, "sparsity_param": field, "sparsity_value": value,
+            rows.append({"variant": label, "width": c.d_sae, "sparsity_param": field, "sparsity_value": value,
                          "setting": tag, "trained_at": at, "seed": c.seed, **scores})
         write_text(pack_file(idx), json.dumps(rows))  # key order kept; atomic rename: the pack's done marker
         return rows
@@ -491,12 +515,14 @@ def pareto_figure(df: pd.DataFrame):
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
     variants = list(dict.fromkeys(df["variant"]))
-    colors = dict(zip(variants, plt.get_cmap("tab10").colors, strict=False))
+    palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors
+    colors = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
+    markers = {v: "osD^vPX*"[i % 8] for i, v in enumerate(variants)}
     for ax, (metric, label) in zip(axes, PARETO, strict=True):
         for (v, w), g in df.groupby(["variant", "width"], sort=False):
             m = g.sort_values("l0")
-            ax.plot(m["l0"], m[metric], "o-", color=colors[v], label=f"{v} ({w})" if df["width"].nunique() > 1
-                    else v, alpha=0.9)
+            ax.plot(m["l0"], m[metric], markers[v] + "-", color=colors[v],
+                    label=f"{v} ({w})" if df["width"].nunique() > 1 else v, alpha=0.9)
         for t in sorted(set(df["target_l0"].dropna())):
             ax.axvline(t, color="k", ls="--", lw=1)
         ax.set_xscale("log")

@@ -253,6 +253,8 @@ class TrainedSAE:
     """topk / abstopk: active latents per sample; matching_pursuit: the most pursuit steps (max_iterations)."""
     residual_threshold: float = 0.0
     """matching_pursuit: a sample stops once its residual norm is below this (0: never)."""
+    stop_on_duplicate_support: bool = True
+    """matching_pursuit: a sample stops when a step re-picks one of its latents."""
     scale: float = 1.0
     """Normalisation factor the SAE was trained with (x·scale), already folded into the tensors."""
     history: dict = field(default_factory=dict)
@@ -268,7 +270,8 @@ class TrainedSAE:
         if self.architecture == "matching_pursuit":
             from toymodels.sae.matching_pursuit import pursue
 
-            return pursue(s[None], self.W_dec[None], self.k, self.residual_threshold)[0][0]
+            return pursue(s[None], self.W_dec[None], self.k, self.residual_threshold,
+                          stop_dup=self.stop_on_duplicate_support)[0][0]
         if self.architecture == "gated":
             gate = (s @ self.W_enc + self.b_gate) > 0
             return gate * torch.relu(s @ (self.W_enc * self.r_mag.exp()) + self.b_mag)

@@ -49,7 +49,7 @@ def export_saelens(sae: TrainedSAE, out_dir, key: str | None = None) -> Path:
         cfg.update(k=int(sae.k), rescale_acts_by_decoder_norm=False)
     if sae.architecture == "matching_pursuit":
         cfg.update(max_iterations=int(sae.k), residual_threshold=float(sae.residual_threshold),
-                   stop_on_duplicate_support=True)
+                   stop_on_duplicate_support=bool(sae.stop_on_duplicate_support))
     names = TENSORS[sae.architecture]
     with lock(out), transaction(out, meta={"kind": "sae", "key": key}) as tx:
         tx.save_tensors("sae_weights.safetensors", {k: v.float() for k, v in sae.tensors().items() if k in names})
@@ -117,10 +117,11 @@ def load_saelens(path) -> TrainedSAE:
         if not _is_int(k) or k < 1 or not _is_num(thr) or thr < 0:
             raise DataFileError(f"{cfg_path}: max_iterations must be an integer ≥ 1 and residual_threshold a "
                                 f"number ≥ 0, got {short_repr(k)}, {short_repr(thr)}")
-        if not cfg.get("stop_on_duplicate_support", True):
-            raise DataFileError(f"{cfg_path}: stop_on_duplicate_support=false is not supported")
+        dup = cfg.get("stop_on_duplicate_support", True)
+        if not isinstance(dup, bool):
+            raise DataFileError(f"{cfg_path}: stop_on_duplicate_support must be true or false, got {short_repr(dup)}")
         t["W_enc"] = t["W_dec"].T.clone()
-        mp = {"residual_threshold": float(thr)}
+        mp = {"residual_threshold": float(thr), "stop_on_duplicate_support": dup}
     if arch in _K_ARCHS and cfg.get("rescale_acts_by_decoder_norm"):
         n_L = t["W_dec"].norm(dim=-1)  # fold: same function with unit-norm decoder rows
         t["W_dec"], t["W_enc"], t["b_enc"] = t["W_dec"] / n_L[:, None], t["W_enc"] * n_L, t["b_enc"] * n_L

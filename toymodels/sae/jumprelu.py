@@ -70,7 +70,8 @@ class JumpReLUConfig(PenaltyConfig):
     tanh_scale: float = 4.0
     """c of the tanh loss (> 0; SAELens's jumprelu_tanh_scale)."""
     quadratic_l0: float | None = None
-    """T of the quadratic loss, in (0, d_sae]; required by (and only used with) sparsity_loss=quadratic."""
+    """T of the quadratic loss, in (0, d_sae]; only used with sparsity_loss=quadratic, where null means
+    `target_l0` (then required)."""
     pre_act_coeff: float = 0.0
     """μ (≥ 0) of Anthropic's pre-activation loss on dead latents; 0 = off (SAELens's pre_act_loss_coefficient,
     Anthropic uses 3e-6 on unnormalised LLM activations)."""
@@ -92,9 +93,12 @@ class JumpReLUConfig(PenaltyConfig):
         check(self.sparsity_loss in ("step", "tanh", "quadratic"), "sparsity_loss", "step, tanh or quadratic",
               self.sparsity_loss)
         quad = self.sparsity_loss == "quadratic"
+        if quad and self.quadratic_l0 is None and self.target_l0 is not None:
+            self.quadratic_l0 = float(self.target_l0)
         check((self.quadratic_l0 is None and not quad) or (quad and _is_num(self.quadratic_l0)
                                                              and 0 < self.quadratic_l0 <= self.d_sae),
-              "quadratic_l0", f"a number in (0, d_sae={self.d_sae}] with sparsity_loss=quadratic, else null",
+              "quadratic_l0", f"a number in (0, d_sae={self.d_sae}] (or null with target_l0) with "
+              "sparsity_loss=quadratic, else null",
               self.quadratic_l0)
         check(_is_num(self.pre_act_coeff) and self.pre_act_coeff >= 0, "pre_act_coeff", "a number ≥ 0",
               self.pre_act_coeff)

@@ -1,9 +1,15 @@
 """Matching Pursuit SAE (SAELens `matching_pursuit`; a row of SynthSAEBench's table): a tied SAE whose encoder
 is greedy pursuit over the unit-norm decoder rows. For s = x − b_dec, residual r = s, repeat up to k times:
 pick i = argmax_l ReLU(r · W_dec[l]), v = ReLU(r · W_dec[i]), f_i += v, r −= v · W_dec[i]; a sample stops
-early when a step leaves its support unchanged (it re-picked a latent or found no positive correlation:
-SAELens's stop_on_duplicate_support) or ‖r‖ < residual_threshold. x̂ = f W_dec + b_dec; loss = ‖x − x̂‖².
-Gradients flow through the values and the residual chain, not through the argmax (as SAELens).
+early when it finds no positive correlation, when a step leaves its support unchanged (it re-picked a latent;
+SAELens's stop_on_duplicate_support, on by default) or when ‖r‖ < residual_threshold. x̂ = f W_dec + b_dec;
+loss = ‖x − x̂‖². Gradients flow through the values and the residual chain, not through the argmax (as SAELens).
+
+SynthSAEBench trains it with max_iterations = the target L0, residual_threshold 0 and stop_on_duplicate_support
+off (so every sample takes k steps; L0 ≤ k, re-picks add to a latent). For an exact L0 T (`target_l0`), k is
+⌊T⌋ + 1 and a controller steers the residual threshold (SAELens's own L0 knob) so that the samples that are
+already well reconstructed stop one step early: log threshold += gain · (e + 20 Δe) after every step, e the
+batch's relative L0 error (as the penalty variants' controller, `penalty.py`).
 
 Cost: the k steps are sequential (each pick needs the residual the previous one left), so the encoder is k
 dependent selections instead of TopK's one. Selecting directly needs r·W_decᵀ, a [B, L]×D product per step
@@ -13,6 +19,7 @@ dependent selections instead of TopK's one. Selecting directly needs r·W_decᵀ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,19 +27,22 @@ import torch
 from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
 from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
+from toymodels.sae.penalty import P_OVER_I
 from toymodels.sae.registry import register_variant
 from toymodels.sae.topk import sparse_decode
 
 
-def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False):
+def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False, stop_dup=True):
     """Greedy matching pursuit of inputs s (already minus b_dec) over decoder rows W: ([K, B, L] activations,
     [K, B, kmax] values, [K, B, kmax] indices, [K, B, kmax] bool "added a new latent"). `k` and `threshold` are
     ints/floats or [K] tensors (per SAE: the step budget and the residual-norm stop). `gram`: track the
-    correlations through W Wᵀ instead of recomputing r Wᵀ each step (training's fast path)."""
+    correlations through W Wᵀ instead of recomputing r Wᵀ each step (training's fast path). `stop_dup` (bool
+    or [K] bool tensor): a sample stops when a step re-picks one of its latents (else the value adds to it)."""
     K, B, _ = s_KBD.shape
     L = W_KLD.shape[1]
     k_K = torch.as_tensor(k).expand(K)
     thr_K = torch.as_tensor(threshold, dtype=s_KBD.dtype).expand(K)
+    dup_K1 = torch.as_tensor(stop_dup, dtype=torch.bool).expand(K)[:, None]
     inst = torch.arange(K)[:, None]
     resid = s_KBD
     done_KB = torch.zeros(K, B, dtype=torch.bool)
@@ -53,7 +63,8 @@ def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False):
         with torch.no_grad():
             new_KB = (v_KB > 0) & ~support_KBL.gather(-1, i_KB[..., None])[..., 0]
             support_KBL.scatter_(-1, i_KB[..., None], new_KB[..., None] | support_KBL.gather(-1, i_KB[..., None]))
-            done_KB |= ~new_KB | (resid.norm(dim=-1) < thr_K[:, None]) | (step + 1 >= k_K[:, None])
+            done_KB |= ((~new_KB & dup_K1) | (v_KB <= 0) | (resid.norm(dim=-1) < thr_K[:, None])
+                        | (step + 1 >= k_K[:, None]))
             if gram:  # c −= v · G[i], one fused pass over [K, B, L]
                 rows = G_RL.index_select(0, (i_KB + inst * L).flatten()).view(K, B, L)
                 c_KBL.addcmul_(v_KB[..., None], rows, value=-1.0)
@@ -77,13 +88,33 @@ class MatchingPursuitConfig(SAEConfig):
     step leaves the support unchanged or the residual falls below `residual_threshold`."""
     residual_threshold: float = 0.0
     """Stop a sample's pursuit once its residual norm is below this (≥ 0; normalised units while training,
-    exported in data units; 0 = never). SAELens's default is 1e-2."""
+    where E‖x‖² = d_in, exported in data units; 0 = never). SAELens's default is 1e-2. With `target_l0`: the
+    controller's starting value (0 → 1.0)."""
+    stop_on_duplicate_support: bool = True
+    """Stop a sample when a step re-picks one of its latents (SAELens's default); SynthSAEBench turns it off."""
+    target_l0: float | None = None
+    """If set (in (0, k)), a controller steers `residual_threshold` during training so that the SAE ends at this
+    L0; a benchmark at exact L0 uses k = ⌊target⌋ + 1."""
+    l0_gain: float = 0.05
+    """Gain (> 0) of the controller: change of log residual_threshold per step per unit relative L0 error."""
 
     def __post_init__(self):
         super().__post_init__()
         check(_is_int(self.k) and 1 <= self.k <= self.d_sae, "k", f"an integer in [1, d_sae={self.d_sae}]", self.k)
         check(_is_num(self.residual_threshold) and self.residual_threshold >= 0, "residual_threshold",
               "a number ≥ 0", self.residual_threshold)
+        check(isinstance(self.stop_on_duplicate_support, bool), "stop_on_duplicate_support", "true or false",
+              self.stop_on_duplicate_support)
+        check(self.target_l0 is None or (_is_num(self.target_l0) and 0 < self.target_l0 <= self.d_sae),
+              "target_l0", f"null or a number in (0, d_sae={self.d_sae}]", self.target_l0)
+        check(self.target_l0 is None or self.target_l0 < self.k, "target_l0",
+              f"below k={self.k} (the residual threshold can only stop samples early)", self.target_l0)
+        check(_is_num(self.l0_gain) and self.l0_gain > 0, "l0_gain", "a number > 0", self.l0_gain)
+
+    @classmethod
+    def l0_settings(cls, target: float) -> list[dict]:
+        """Exact: k = ⌊target⌋ + 1 pursuit steps, the residual-threshold controller on."""
+        return [{"k": math.floor(target) + 1, "target_l0": float(target)}]
 
 
 @register_variant("matching_pursuit", MatchingPursuitConfig)
@@ -97,6 +128,28 @@ class MatchingPursuitSAE(PackedSAE):
         super().__init__(cfgs)
         del self.W_enc_KDL, self.b_enc_KL
         self._tied = True  # from now on W_enc_KDL is a view of the decoder (__getattr__)
+        self.register_buffer("target_K", torch.tensor([c.target_l0 or math.nan for c in cfgs]))
+        self.register_buffer("log_thr_K", torch.tensor([math.log(c.residual_threshold or 1.0) for c in cfgs]))
+        self.register_buffer("err_K", torch.full((len(cfgs),), math.nan))  # previous step's L0 error
+        self.controlled_K = torch.isfinite(self.target_K)
+        self.stop_dup_K = torch.tensor([c.stop_on_duplicate_support for c in cfgs])
+
+    def threshold_K(self) -> torch.Tensor:
+        """[K] residual thresholds: fixed, or steered to each SAE's target_l0."""
+        return torch.where(self.controlled_K, self.log_thr_K.exp(), self.per_sae("residual_threshold"))
+
+    @torch.no_grad()
+    def after_step(self, l0_K, frac, lr_factor=1.0):
+        if not self.controlled_K.any():
+            return
+        err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
+        step_K = self.per_sae("l0_gain") * (err_K + P_OVER_I * torch.nan_to_num(err_K - self.err_K))
+        self.log_thr_K.copy_(torch.where(self.controlled_K, (self.log_thr_K + step_K).clamp(-30.0, 10.0),
+                                         self.log_thr_K))
+        self.err_K.copy_(torch.where(self.controlled_K, err_K, math.nan))
+
+    def summary(self, i: int) -> dict:
+        return {"sparsity_coeff": float(self.log_thr_K[i].exp())} if self.controlled_K[i] else {}
 
     def __getattr__(self, name):
         if name == "W_enc_KDL" and self.__dict__.get("_tied"):  # [K, D, L] view of W_dec_KLD (resampling
@@ -105,8 +158,8 @@ class MatchingPursuitSAE(PackedSAE):
         return super().__getattr__(name)
 
     def _pursue(self, x_BD, gram):
-        return pursue(self.sae_in(x_BD), self.W_dec_KLD, self.per_sae("k").long(),
-                      self.per_sae("residual_threshold"), gram=gram)
+        return pursue(self.sae_in(x_BD), self.W_dec_KLD, self.per_sae("k").long(), self.threshold_K(),
+                      gram=gram, stop_dup=self.stop_dup_K)
 
     def encode(self, x_BD):
         return self._pursue(x_BD, gram=False)[0]
@@ -122,4 +175,5 @@ class MatchingPursuitSAE(PackedSAE):
         W = self.W_dec_KLD[i].detach().clone()
         t = {"W_enc": W.T.clone(), "W_dec": W, "b_dec": self.b_dec_KD[i].detach().clone()}
         c = self.cfgs[i]
-        return "matching_pursuit", t, {"k": c.k, "residual_threshold": c.residual_threshold}
+        return "matching_pursuit", t, {"k": c.k, "residual_threshold": float(self.threshold_K()[i]),
+                                       "stop_on_duplicate_support": c.stop_on_duplicate_support}

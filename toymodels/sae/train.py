@@ -309,7 +309,9 @@ def fold_scale(cfg, arch, t, extra, scale, apply_b_dec, history) -> TrainedSAE:
     for name in ("b_enc", "b_dec", "threshold", "b_gate", "b_mag"):
         if name in t:
             t[name] = t[name] / scale
-    more = {"residual_threshold": extra["residual_threshold"] / scale} if "residual_threshold" in extra else {}
+    more = ({"residual_threshold": extra["residual_threshold"] / scale,
+             "stop_on_duplicate_support": extra.get("stop_on_duplicate_support", True)}
+            if "residual_threshold" in extra else {})
     return TrainedSAE(cfg=cfg, architecture=arch, apply_b_dec_to_input=apply_b_dec, k=extra.get("k"),
                       scale=scale, history=history, **more, **t)
 
