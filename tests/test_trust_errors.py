@@ -449,10 +449,10 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch, caps
 
 def test_unreachable_dask_scheduler_is_one_line_quickly(tmp_path, monkeypatch, capsys):
     pytest.importorskip("distributed")
-    import toymodels.sweep
+    import toymodels.backends
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(toymodels.sweep, "DASK_CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(toymodels.backends, "DASK_CONNECT_TIMEOUT", 1.0)
     t0 = time.perf_counter()
     assert main(["sweep", "phase_2to1", "backend=dask", "address=tcp://127.0.0.1:9", "grid.n=2",
                  "train.steps=2", "out=s"]) == 2

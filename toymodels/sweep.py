@@ -12,7 +12,6 @@ batch's seed is a hash of the sweep seed and the batch's content, never of sched
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from toymodels.backends import BACKENDS, backend, check_backend, ray_unordered
 from toymodels.config import ToyConfig, TrainConfig, _is_int, _is_num, check_types, to_dict
-from toymodels.errors import ConfigError, check
+from toymodels.errors import check
 from toymodels.io import check_out_path
 
-BACKENDS = ("loky", "threading", "sequential", "dask", "ray")
 NOT_CONTENT = ("backend", "n_jobs", "address", "out", "progress", "description")
 """SweepConfig keys that change how a sweep runs, not what it computes (excluded from the content hash)."""
 
@@ -260,80 +259,6 @@ def run_batch(batch: Batch) -> tuple[str, pd.DataFrame, dict]:
                              "model_steps": len(batch.points) * batch.train.restarts * batch.train.steps}
 
 
-@contextlib.contextmanager
-def quiet_on_interrupt():
-    """On Ctrl-C, silence what tearing down a worker pool or cluster logs and warns (closing a half-started Dask
-    cluster logs tracebacks, pools warn about killed workers): the CLI prints its one line instead."""
-    import logging
-    import warnings
-
-    try:
-        yield
-    except KeyboardInterrupt:
-        warnings.simplefilter("ignore")
-        for name in ("distributed", "asyncio", "tornado", "joblib", "ray", ""):
-            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-        raise
-
-
-@contextlib.contextmanager
-def _backend(cfg: SweepConfig):
-    """joblib parallel_config for the configured backend (starting a local Dask/Ray cluster if no address)."""
-    with quiet_on_interrupt(), _backend_config(cfg) as n_jobs, quiet_on_interrupt():
-        yield n_jobs
-
-
-@contextlib.contextmanager
-def _backend_config(cfg: SweepConfig):
-    import joblib
-
-    if cfg.backend == "dask":
-        from dask.distributed import Client, LocalCluster
-
-        with contextlib.ExitStack() as stack:
-            if cfg.address:
-                try:
-                    client = Client(cfg.address, timeout=DASK_CONNECT_TIMEOUT)
-                except (OSError, TimeoutError, ValueError, TypeError) as e:
-                    raise ConfigError(f"address: cannot reach a Dask scheduler at {cfg.address!r} within "
-                                      f"{DASK_CONNECT_TIMEOUT:g}s ({' '.join(str(e).split())[:120]}); start one "
-                                      "(dask scheduler) or leave address unset for a local cluster") from None
-                stack.enter_context(client)
-            else:
-                n = cfg.n_jobs if cfg.n_jobs > 0 else None
-                cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                           host="127.0.0.1", dashboard_address=None))
-                stack.enter_context(Client(cluster))
-            with joblib.parallel_config(backend="dask"):
-                yield -1
-        return
-    if cfg.backend == "ray":
-        import ray
-        from ray.util.joblib import register_ray
-
-        ray.init(address=cfg.address, ignore_reinit_error=True)
-        register_ray()
-        with joblib.parallel_config(backend="ray"):
-            yield -1
-        return
-    if cfg.backend in ("loky", "threading") and device_kind(cfg) != "cpu":
-        with joblib.parallel_config(backend="sequential"):  # one process owns the GPU; its batches are wide
-            yield 1
-        return
-    with joblib.parallel_config(backend=cfg.backend):
-        yield cfg.n_jobs
-
-
-def check_backend(cfg: SweepConfig) -> None:
-    """The backend's package is installed (one line on how to install it, not an ImportError)."""
-    import importlib.util
-
-    need = {"dask": ("distributed", "dask"), "ray": ("ray", "ray")}.get(cfg.backend)
-    if need and importlib.util.find_spec(need[0]) is None:
-        raise ConfigError(f"backend: {cfg.backend} is not installed; install it with pip install "
-                          f"'toymodels[{need[1]}]' (or pip install '{need[1]}'), or use backend=loky")
-
-
 def check_batch_memory(cfg: SweepConfig, batches: list[Batch]) -> None:
     """The batches that train at once fit in memory (each worker holds one batch's `train()`)."""
     import os
@@ -353,10 +278,6 @@ def check_batch_memory(cfg: SweepConfig, batches: list[Batch]) -> None:
                                        log_every=tc.log_every, snapshot_every=tc.snapshot_every),
                  f"sweep batches ({workers} at once × {K} models of {toy.n_features} features, batch "
                  f"{tc.batch_size})")
-
-
-DASK_CONNECT_TIMEOUT = 5.0
-"""Seconds to wait for a Dask scheduler at `address` before giving up with one line."""
 
 
 def default_out(cfg: SweepConfig) -> Path:
@@ -392,8 +313,8 @@ def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame
                   enabled=None if cfg.progress else False) as bar:
         bar.update(len(grid) - sum(len(b.points) for b in todo))
         if todo:
-            with _backend(cfg) as n_jobs:
-                results = _ray_unordered(todo) if cfg.backend == "ray" else joblib.Parallel(
+            with backend(cfg.backend, cfg.n_jobs, cfg.address, gpu=device_kind(cfg) != "cpu") as n_jobs:
+                results = ray_unordered(run_batch, todo) if cfg.backend == "ray" else joblib.Parallel(
                     n_jobs=min(n_jobs, len(todo)) if n_jobs > 0 else n_jobs, return_as="generator_unordered")(
                     joblib.delayed(run_batch)(b) for b in todo)
                 for batch_id, table, extra in results:
@@ -406,18 +327,6 @@ def _run_locked(cfg: SweepConfig, out: Path, grid, batches, log) -> pd.DataFrame
     log(f"sweep {cfg.name}: {len(grid)} points ({len(batches) - len(todo)}/{len(batches)} batches resumed) "
         f"in {seconds:.1f}s{rate}; table: {out / 'results.csv'}")
     return df
-
-
-def _ray_unordered(todo: list[Batch]):
-    """run_batch of every batch as Ray tasks, yielded as they finish (Ray's joblib backend cannot return results
-    unordered or one by one, and a killed sweep should keep every batch that finished)."""
-    import ray
-
-    task = ray.remote(num_cpus=1)(run_batch)
-    pending = [task.remote(b) for b in todo]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
 
 
 def _asdict(cfg) -> dict:
