@@ -188,3 +188,4 @@ def test_gpu_check_without_gpu_and_dry_run(no_gpu, capsys):
         torch.set_num_threads(before)
     out = capsys.readouterr().out
     assert "all checks passed" in out and "toy pentagon grid 5→2: loss" in out and "sweep phase_2to1" in out
+    assert "skipped in --dry-run" in out  # synthsaebench16k is GPU-sized
