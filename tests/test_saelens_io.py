@@ -217,14 +217,14 @@ def test_synthsaebench16k_plans_small_and_refuses_full(tmp_path):
                                                  "dataset.orthogonality_steps=0"], kind="benchmark"))
     assert (cfg.dataset.n_features, cfg.dataset.d_model, cfg.widths, cfg.target_l0) == (16384, 768, [4096], [20, 25])
     grid = sae_grid(cfg, 768, {4096: [20, 25]})
-    assert {c.variant for c, _, _ in grid} == {"relu", "batchtopk", "jumprelu", "matryoshka", "matching_pursuit"}
-    assert {c.seed for c, _, _ in grid} == {0, 1, 2}
+    assert {c.variant for c, *_ in grid} == {"relu", "batchtopk", "jumprelu", "matryoshka", "matching_pursuit"}
+    assert {c.seed for c, *_ in grid} == {0, 1, 2}
     d = Dictionary(cfg.dataset)
     assert 25 < d.expected_l0 < 60  # the published model's true L0 is ~34
     with pytest.raises(ResourceError, match="200000000 samples"):
         d.sample(to_object(compose("synthsaebench16k", [], kind="benchmark")).n_train)
     pub = published_table("synthsaebench16k")
-    assert len(pub) == 10 and set(pub["variant"]) == {c.variant for c, _, _ in grid}
+    assert len(pub) == 10 and set(pub["variant"]) == {c.variant for c, *_ in grid}
     board = pub[["variant", "target_l0"]].assign(f1=0.5, mcc=0.6, l0=20.0, n_seeds=3)
     t = compare(board, pub)
     assert t["f1_diff"].tolist() == pytest.approx((0.5 - pub["f1"]).tolist())
