@@ -177,7 +177,9 @@ def test_ctrl_c_at_any_moment_of_a_real_run_is_one_line():
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, err
+        # 130, or killed by the SIGINT itself (-2, which a shell also reports as 130): seen once on a loaded CI
+        # machine, after the one line was printed
+        assert proc.returncode in (130, -signal.SIGINT), err
         assert err.strip().splitlines() == [
             "toymodels: interrupted; finished results are saved, rerun to resume where supported"], err
 
