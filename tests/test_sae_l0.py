@@ -189,3 +189,45 @@ def test_benchmark_rows_train_a_variant_with_fixed_options(tmp_path):
         to_object(compose("benchmark_tiny", ["+rows.jx={variant: nope}"], kind="benchmark"))
     with pytest.raises(ConfigError, match=r"^rows\.jx: must be variant plus jumprelu config fields"):
         to_object(compose("benchmark_tiny", ["+rows.jx={variant: jumprelu, k: 3}"], kind="benchmark"))
+
+
+CALIBRATED = {"relu": {}, "p_anneal": {}, "jumprelu": {}, "gated": {}, "batchtopk": {"k": 6.0},
+              "matryoshka": {"k": 6.0}}
+
+
+@pytest.fixture(scope="module")
+def short_run():
+    """(samples, one short-run SAE per calibrated variant, trained in one call)."""
+    X, before = planted(6_000), torch.get_num_threads()
+    cfgs = [SAEConfig(variant=v, d_in=32, d_sae=64, seed=0, **kw) for v, kw in CALIBRATED.items()]
+    torch.set_num_threads(1)  # tiny products: threads only add synchronisation
+    try:
+        return X, train_saes(cfgs, X[:4_000], SAETrainConfig(steps=30, lr=3e-3, batch_size=256, progress=False))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("i", range(len(CALIBRATED)), ids=list(CALIBRATED))
+def test_calibration_puts_an_sae_on_an_exact_l0(short_run, i):
+    """A short run lands anywhere; one common gate shift (`calibrate_l0`) then gives exactly round(target·N)
+    firing entries on the calibration samples, and close to the target on fresh ones; decoder unchanged."""
+    from toymodels.sae.calibrate import calibrate_l0
+
+    X, saes = short_run
+    sae = saes[i]
+    for target in (2.5, 7.0):
+        cal = calibrate_l0(sae, X[:4_000], target)
+        with torch.no_grad():
+            fired = int((cal.encode(X[:4_000]) != 0).sum())
+        assert fired == round(target * 4_000), (sae.cfg.variant, target, fired)
+        assert held_out_l0(cal, X[4_000:]) == pytest.approx(target, rel=0.1)
+        assert torch.equal(cal.W_dec, sae.W_dec) and cal.history["l0_calibration_offset"] != 0
+
+
+def test_calibration_leaves_integer_k_saes_alone():
+    from toymodels.sae.calibrate import calibrate_l0
+
+    X = planted(2_000)
+    (sae,) = train_saes([SAEConfig(variant="topk", d_in=32, d_sae=64, k=4, seed=0)], X,
+                        SAETrainConfig(steps=5, batch_size=256, progress=False))
+    assert calibrate_l0(sae, X, 2.5) is sae

@@ -12,7 +12,9 @@ cells and seeds) trains in one `train_saes` call, one stream of hidden activatio
 one variant form one packed module (a tensor program) per shape. Every SAE trains at its cell's true
 L0 (mean active represented features per sample): penalty variants through their L0 controller, TopK-family
 variants with k = that L0 (TopK, AbsTopK and Matching Pursuit: rounded to an integer; the TopK family: at least
-1). A finished unit's rows are written to `out/units/`, so a rerun resumes; units run in parallel (joblib).
+1). Short runs leave the controllers and BatchTopK's inference threshold short of it, so every SAE but the
+integer-k ones is then put on it exactly (`calibrate_l0`, `toymodels.sae.calibrate`; `l0_trained` keeps where
+training left it). A finished unit's rows are written to `out/units/`, so a rerun resumes; units run in parallel (joblib).
 Ceilings per cell and seed are in `toymodels.groundtruth.ceilings`; maps and summary in `atlas_report`.
 """
 
@@ -97,6 +99,10 @@ class AtlasConfig:
     """SAE learning rate (> 0)."""
     resample_every: int = 30
     """Resample dead and rare latents every this many SAE steps, during the first 80 % (0: never)."""
+    calibrate_l0: bool = True
+    """After training, move each SAE whose latents are gated by an offset (all but TopK, AbsTopK and Matching
+    Pursuit) onto the cell's true L0 exactly, by one common shift of its gates fit on its training samples
+    (`toymodels.sae.calibrate`); `l0_trained` keeps the L0 it reached by training alone."""
     n_train: int = 16384
     """Hidden activations per toy model that its SAEs train on (≥ 1)."""
     n_eval: int = 4096
@@ -194,10 +200,15 @@ def l0_fields(variant: str, target: float, d_sae: int) -> dict:
     return {}
 
 
-def unit_key(cfg: AtlasConfig, shape: tuple[int, int]) -> str:
-    """Hash of everything that changes the rows of unit `shape` (not where or how it runs)."""
-    body = {k: v for k, v in to_dict(cfg).items() if k not in ("name", "description", "backend", "n_jobs", "out",
-                                                                "progress")}
+AFTER_TRAINING = ("calibrate_l0",)
+"""Fields that act only after training: they change a unit's rows, not its seed."""
+
+
+def unit_key(cfg: AtlasConfig, shape: tuple[int, int], seed_only: bool = False) -> str:
+    """Hash of everything that changes the rows of unit `shape` (not where or how it runs); with `seed_only`,
+    of what changes its training (the unit's seed)."""
+    skip = ("name", "description", "backend", "n_jobs", "out", "progress") + (AFTER_TRAINING if seed_only else ())
+    body = {k: v for k, v in to_dict(cfg).items() if k not in skip}
     text = json.dumps({"shape": list(shape), **body}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -217,6 +228,7 @@ def run_unit(cfg: AtlasConfig, shape: tuple[int, int]) -> tuple[pd.DataFrame, di
     from toymodels.groundtruth.metrics import cos
     from toymodels.groundtruth.toydata import toy_dataset
     from toymodels.sae import SAEConfig, train_saes
+    from toymodels.sae.calibrate import calibrate_l0
     from toymodels.train import train
 
     threads = torch.get_num_threads()
@@ -225,7 +237,7 @@ def run_unit(cfg: AtlasConfig, shape: tuple[int, int]) -> tuple[pd.DataFrame, di
         t0, c0 = time.perf_counter(), time.process_time()
         cells = _toy_cells(cfg)
         n, m = shape
-        seed = int(unit_key(cfg, shape)[:8], 16) % 2**31
+        seed = int(unit_key(cfg, shape, seed_only=True)[:8], 16) % 2**31
         data, toy_programs = [], 0  # (cell row dict, dataset with n_train + n_eval samples)
         for structure in cfg.structures:
             toy = ToyConfig(n_features=n, n_hidden=m, model=cfg.model, structure=structure,
@@ -260,9 +272,13 @@ def run_unit(cfg: AtlasConfig, shape: tuple[int, int]) -> tuple[pd.DataFrame, di
         if configs:
             X = torch.stack([data[j][1].hidden[:cfg.n_train] for j in live])  # [S, N, m]
             saes = train_saes(configs, X, cfg.train_config(), streams=streams)
+        trained = list(saes)
+        if cfg.calibrate_l0:
+            saes = [calibrate_l0(sae, X[s], data[j][0]["true_l0"])
+                    for sae, s, j in zip(saes, streams, owner, strict=True)]
         t2 = time.perf_counter()
         rows, ceiling = [], {}
-        for c, j, sae in zip(configs, owner, saes, strict=True):
+        for c, j, sae, raw in zip(configs, owner, saes, trained, strict=True):
             row, ds = data[j]
             h = ds.hidden[cfg.n_train:]
             true = ds.true_acts()[cfg.n_train:]
@@ -274,11 +290,12 @@ def run_unit(cfg: AtlasConfig, shape: tuple[int, int]) -> tuple[pd.DataFrame, di
                 acts = sae.encode(h)
                 s = scores(h, acts, sae.decode(acts), sae.W_dec, V, true, par)
                 own = omp_scores(h, sae.W_dec, steps_N, V, true, par, b_D=sae.b_dec)
+                l0_trained = s["l0"] if raw is sae else float((raw.encode(h) != 0).sum(1).float().mean())
             best = cos(sae.W_dec, V).max(1).values
             ceil = ceiling[j]
             rows.append(row | {
-                "variant": c.variant, "target_l0": _target(c), "recovered": float((best >= RECOVERED_COS).float()
-                                                                                 .mean()),
+                "variant": c.variant, "target_l0": _target(c, sae, row), "l0_trained": l0_trained,
+                "recovered": float((best >= RECOVERED_COS).float().mean()),
                 **{k: s[k] for k in ("mmcs", "mcc", "feature_f1", "f1", "precision", "recall",
                                      "explained_variance", "l0", "dead_frac", "shrinkage")},
                 "absorption": s.get("absorption", float("nan")),
@@ -301,7 +318,10 @@ def run_unit(cfg: AtlasConfig, shape: tuple[int, int]) -> tuple[pd.DataFrame, di
     return pd.DataFrame(rows), info
 
 
-def _target(c) -> float:
+def _target(c, sae, row) -> float:
+    """The L0 the SAE was put at: the true L0 when calibrated, else its training target or k."""
+    if sae.history.get("l0_calibration_offset") is not None:
+        return row["true_l0"]
     return float(getattr(c, "target_l0", None) or getattr(c, "k", float("nan")))
 
 

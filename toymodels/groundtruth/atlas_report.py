@@ -104,7 +104,7 @@ def summary(df: pd.DataFrame) -> str:
     OMP; encoder part = own dictionary + OMP − the SAE)."""
     live = df[df.recovered.notna()]
     lines = ["| variant | cells with median recovered ≥ 90 % | where (n→m @ density) | feature F1 | ceiling F1 | "
-             "dictionary gap | encoder gap | MMCS | L0 / target (median) | worst seed spread |", "|" + "---|" * 10]
+             "dictionary gap | encoder gap | MMCS | L0 / true L0, trained → calibrated (median) | worst seed spread |", "|" + "---|" * 10]
     for v, d in live.groupby("variant", sort=True):
         st = cell_stats(d, "recovered")
         good = st[st["median"] >= REGION]
@@ -112,8 +112,11 @@ def summary(df: pd.DataFrame) -> str:
                                                                      f" ({r.structure[:4]}.)")
                           for r in good.itertuples())
         f1, ceil, own = d.feature_f1.mean(), d.ceiling_f1.mean(), d.dict_f1.mean()
+        l0 = f"{(d.l0 / d.true_l0).median():.2f}"
+        if "l0_trained" in d and not d.l0_trained.equals(d.l0):
+            l0 = f"{(d.l0_trained / d.true_l0).median():.2f} → {l0}"
         lines.append(f"| {v} | {len(good)}/{len(st)} | {where or '—'} | {f1:.3f} | {ceil:.3f} | {ceil - own:+.3f} | "
-                     f"{own - f1:+.3f} | {d.mmcs.mean():.3f} | {(d.l0 / d.true_l0).median():.2f} | "
+                     f"{own - f1:+.3f} | {d.mmcs.mean():.3f} | {l0} | "
                      f"{st.spread.max():.2f} |")
     return "\n".join(lines) + "\n"
 
