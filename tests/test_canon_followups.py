@@ -74,11 +74,33 @@ def test_more_neurons_or_negative_bias_raise_monosemanticity(tables):
 
 def test_strong_superposition_scales_as_one_over_m(tables):
     df = tables("scaling")
-    strong, weak = scaling.exponent(df, "strong"), scaling.exponent(df, "weak")
+    strong, mid = scaling.exponent(df, "strong"), scaling.exponent(df, "intermediate")
     assert 0.8 <= strong <= 1.2, strong
-    assert weak < strong - 0.1, (weak, strong)  # weaker superposition: a shallower law
-    s, w = (df[df["regime"] == r].set_index("m")["represented"] for r in ("strong", "weak"))
+    assert mid < strong - 0.1, (mid, strong)  # positive weight decay: fewer features, a shallower law
+    s, w = (df[df["regime"] == r].set_index("m")["represented"] for r in ("strong", "intermediate"))
     assert (s >= w).all() and s.iloc[-1] >= 0.8 * scaling.N  # strong: (nearly) every feature represented
+
+
+def test_weak_superposition_keeps_the_top_m_and_follows_the_weak_law(tables):
+    df = tables("scaling")
+    weak = df[df["regime"] == "weak"].set_index("m")
+    m = weak.index.to_numpy()
+    assert ((weak["represented"] >= 0.5 * m) & (weak["represented"] <= 2 * m)).all(), weak["represented"]
+    assert (weak["top_m_represented"] >= 0.9 * m).all(), weak["top_m_represented"]  # the most frequent ones
+    np.testing.assert_allclose(weak["loss"], weak["weak_law"], rtol=0.05)  # loss = the left-out features'
+    # the weak law's slope: α − 1 = 0.2 for m ≪ n, steeper as m nears n = 256 (0.43 on m = 6, 12, 24)
+    k, k_law = scaling.exponent(df, "weak"), scaling.exponent(df, "weak", "weak_law")
+    assert 0.2 <= k <= 0.6 and abs(k - k_law) <= 0.1, (k, k_law)
+    strong = df[df["regime"] == "strong"].set_index("m")["loss"]
+    assert (strong < 0.8 * weak["loss"]).all()  # superposition lowers the loss at every m
+
+
+def test_weak_law_is_the_left_out_features_variance():
+    assert scaling.weak_law(scaling.N) == 0
+    p = np.asarray(scaling.densities())
+    assert scaling.weak_law(0) == pytest.approx(float((p / 3 - p**2 / 4).mean()))
+    laws = [scaling.weak_law(m) for m in (6, 12, 24, 48)]
+    assert all(a > b for a, b in zip(laws, laws[1:], strict=False))
 
 
 def test_monosemanticity_measure_on_hand_built_weights():
