@@ -89,6 +89,35 @@ def test_row_top_k_is_each_rows_top_k():
         assert torch.equal(torch.from_numpy(row_top_k(key.numpy(), k)), want)
 
 
+def test_row_top_k_prefilter_keeps_each_rows_top_k(monkeypatch):
+    """Rows wide enough for the pre-filter (L ≥ 2·64, k ≤ 32), including rows it cannot thin (a large block of
+    high values), rows with ties at the k-th value (then values, not indices, are compared) and all-equal rows."""
+    from toymodels.sae import sparse_step
+    from toymodels.sae.sparse_step import row_top_k
+
+    g = torch.Generator().manual_seed(1)
+    plain = torch.randn(256, 512, generator=g)
+    with monkeypatch.context() as mp:  # the pre-filtered path alone handles plain rows
+        mp.setattr(sparse_step.np, "argpartition", None)
+        for k in (1, 13, 32):
+            want = (plain.topk(k, dim=-1).indices + torch.arange(256)[:, None] * 512).flatten().sort().values
+            assert torch.equal(torch.from_numpy(row_top_k(plain.numpy(), k)), want)
+    key = torch.randn(300, 512, generator=g)
+    key[:20, :300] += 10.0  # many candidates above the bound
+    key[20:40] = key[20:40].round()  # ties
+    key[40:45] = 1.0  # all equal
+    key[45:60] *= 1e-30
+    for k in (1, 13, 32, 40):
+        got = torch.from_numpy(row_top_k(key.numpy(), k))
+        assert got.numel() == 300 * k and bool((got.diff() > 0).all())
+        rows, cols = got // 512, got % 512
+        assert torch.equal(torch.bincount(rows, minlength=300), torch.full((300,), k))
+        assert torch.equal(key[rows, cols].view(300, k).sort(-1).values, key.topk(k, dim=-1).values.sort(-1).values)
+        exact = torch.arange(300) >= 60
+        want = (key.topk(k, dim=-1).indices + torch.arange(300)[:, None] * 512)[exact].flatten().sort().values
+        assert torch.equal(got.view(300, k)[exact].flatten(), want)
+
+
 def test_a_subclass_with_its_own_topk_takes_the_autograd_path():
     from toymodels.sae.topk import TopKSAE
 

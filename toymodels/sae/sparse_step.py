@@ -113,10 +113,38 @@ class SparseStep(torch.autograd.Function):
 
 
 
+ROW_TOPK_GROUPS = 64
+"""`row_top_k`'s pre-filter: the k-th largest of the maxima of this many column groups bounds each row's k-th
+largest from below."""
+
+
 def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices b·L + l (ascending) of each row's k largest entries of `key` (numpy [B, L]): numpy's
-    introselect partition along rows, ~2× torch.topk's time on one CPU thread."""
+    """Flat indices b·L + l (ascending) of each row's k largest entries of `key` (numpy [B, L]).
+
+    Pre-filter: the maxima of G strided column groups (G = `ROW_TOPK_GROUPS` ≥ 2k) hold k distinct entries
+    ≥ their k-th largest m_b, so m_b ≤ the row's k-th largest and every top-k entry is ≥ m_b. Only the
+    entries ≥ m_b (~1.1·k per row on SAE pre-activations) are ranked, in a [B, max count] padded array; ~2×
+    faster than a partition of the whole [B, L] (numpy's introselect, itself ~2× torch.topk on one thread).
+    Falls back to that partition when L is small, k large, or a tie at the k-th value keeps more than k."""
     B, L = key_BL.shape
-    cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1) if k < L else \
-        np.broadcast_to(np.arange(L), (B, L))
+    G = ROW_TOPK_GROUPS
+    if k >= L:
+        return np.arange(B * L)
+    if 2 * k <= G and 2 * G <= L:
+        m = L // G
+        gmax_BG = torch.from_numpy(key_BL[:, :m * G]).view(B, m, G).amax(1).numpy()  # torch: faster reduce
+        lb_B = np.partition(gmax_BG, G - k, axis=1)[:, G - k]
+        flat = np.flatnonzero(key_BL >= lb_B[:, None])
+        row = flat // L
+        cnt = np.bincount(row, minlength=B)
+        C = int(cnt.max())
+        if C <= L // 4:
+            v = key_BL.reshape(-1)[flat]
+            pad_BC = np.full((B, C), -np.inf, dtype=v.dtype)
+            pad_BC[row, np.arange(flat.size) - (np.cumsum(cnt) - cnt)[row]] = v
+            kth_B = np.partition(pad_BC, C - k, axis=1)[:, C - k]
+            out = flat[v >= kth_B[row]]
+            if out.size == B * k:  # else a tie at some row's k-th value: partition picks exactly k
+                return out
+    cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1)
     return (np.arange(B)[:, None] * L + cols).reshape(-1)
