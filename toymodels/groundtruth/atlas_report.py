@@ -104,12 +104,14 @@ def summary(df: pd.DataFrame) -> str:
     OMP; encoder part = own dictionary + OMP − the SAE)."""
     live = df[df.recovered.notna()]
     lines = ["| variant | cells with median recovered ≥ 90 % | where (n→m @ density) | feature F1 | ceiling F1 | "
-             "dictionary gap | encoder gap | MMCS | L0 / true L0, trained → calibrated (median) | worst seed spread |", "|" + "---|" * 10]
+             "dictionary gap | encoder gap | MMCS | L0 / true L0, trained → calibrated (median) | worst seed spread |",
+             "|" + "---|" * 10]
     for v, d in live.groupby("variant", sort=True):
         st = cell_stats(d, "recovered")
         good = st[st["median"] >= REGION]
-        where = ", ".join(f"{int(r.n)}→{int(r.m)}@{r.density:g}" + ("" if r.structure == "independent" else
-                                                                     f" ({r.structure[:4]}.)")
+        where = ", ".join(f"{int(r.n)}→{int(r.m)}@{r.density:g}"
+                          + ("" if r.structure == "independent" else f" {r.structure[:4]}.")
+                          + ("" if r.importance_last == 1 else f" imp{r.importance_last:g}")
                           for r in good.itertuples())
         f1, ceil, own = d.feature_f1.mean(), d.ceiling_f1.mean(), d.dict_f1.mean()
         l0 = f"{(d.l0 / d.true_l0).median():.2f}"
