@@ -14,8 +14,9 @@ L0 (mean active represented features per sample): penalty variants through their
 variants with k = that L0 (TopK, AbsTopK and Matching Pursuit: rounded to an integer; the TopK family: at least
 1). Short runs leave the controllers and BatchTopK's inference threshold short of it, so every SAE but the
 integer-k ones is then put on it exactly (`calibrate_l0`, `toymodels.sae.calibrate`; `l0_trained` keeps where
-training left it). A finished unit's rows are written to `out/units/`, so a rerun resumes; units run in parallel (joblib).
-Ceilings per cell and seed are in `toymodels.groundtruth.ceilings`; maps and summary in `atlas_report`.
+training left it). A finished unit's rows are written to `out/units/`, so a rerun resumes; units run in
+parallel (joblib). Ceilings per cell and seed are in `toymodels.groundtruth.ceilings`; maps and summary in
+`atlas_report`.
 """
 
 from __future__ import annotations
