@@ -141,9 +141,13 @@ class Support:
         kind = np.int16 if self.K * self.L < 2**15 else np.int64
         return np.argsort(self.col_n.astype(kind), kind="stable"), np.concatenate([[0], np.cumsum(cnt)])
 
+    @cached_property
+    def _crow(self):
+        return crow_of(self.row_n, self.K * self.B)
+
     def A(self, v_n: torch.Tensor) -> torch.Tensor:
         """CSR [K·B, K·L] with values v_n."""
-        return csr(crow_of(self.row_n, self.K * self.B), self.col_n, v_n, (self.K * self.B, self.K * self.L))
+        return csr(self._crow, self.col_n, v_n, (self.K * self.B, self.K * self.L))
 
     def AT(self, v_n: torch.Tensor) -> torch.Tensor:
         """CSR [K·L, K·B]: Aᵀ with values v_n."""
