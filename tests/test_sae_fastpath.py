@@ -153,6 +153,18 @@ def test_penalty_sparse_step_equals_autograd(variant, kw, K, shift):
         torch.testing.assert_close(torch.stack(mf.queue), torch.stack(mr.queue))
 
 
+@pytest.mark.parametrize("variant,kw", [("relu_april", {}), ("gated", {}), ("jumprelu", {"ste_to_input": True})])
+def test_penalty_sparse_step_with_one_stream_per_sae(variant, kw):
+    """[K, B, D] batches (each SAE its own stream) through the sparse step equal autograd."""
+    x = torch.stack([_x(seed=s) for s in range(3)])
+    (lf, ff, mf), (lr, fr, mr) = (_penalty_step(f, variant, kw, 3, -2.0, x) for f in (True, False))
+    for name in lf:
+        torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert torch.equal(ff, fr)
+    for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("variant", ["relu", "gated", "jumprelu"])
 def test_penalty_sparse_step_runs_only_below_its_density(variant, monkeypatch):
     """Above `sparse_max_density` (and off CPU, or with the pre-activation loss on) the dense path runs."""

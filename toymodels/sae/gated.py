@@ -1,6 +1,9 @@
 """Gated SAE (Rajamanoharan et al. 2024): a gate path decides which latents fire, a magnitude path (sharing
 W_enc up to a per-latent scale exp(r_mag)) sets how much. Loss = ‖x − x̂‖² + λ‖ReLU(π_gate)‖₁ + ‖x − x̂_frozen‖²
-where x̂_frozen decodes ReLU(π_gate) through a frozen (detached) copy of the decoder."""
+where x̂_frozen decodes ReLU(π_gate) through a frozen (detached) copy of the decoder.
+
+Every gradient lives where the gate is open (π_gate > 0): on CPU both paths then run on those entries only
+(penalty.py's sparse step; the magnitude path from the gate's pre-activations, (π_gate − b_gate)·exp(r_mag) + b_mag)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ class GatedConfig(L1Config):
 
 @register_variant("gated", GatedConfig)
 class GatedSAE(PenaltySAE):
+    sparse_max_density = 0.15  # measured crossover (README)
+
     def __init__(self, cfgs):
         super().__init__(cfgs)
         del self.b_enc_KL  # gated has b_gate / b_mag instead

@@ -7,7 +7,11 @@ The step function's gradient w.r.t. θ uses a straight-through estimator with a 
 Sparsity losses (`sparsity_loss`, per sample, times λ, batch mean; as SAELens's jumprelu_sparsity_loss_mode):
 step (DeepMind) ‖f‖₀ = Σ H(z − θ); tanh (Anthropic) Σ tanh(c · f · ‖W_dec,l‖); quadratic (GemmaScope 2)
 (2/T)·(‖f‖₀ − T)² around a target L0 T. Optional pre-activation loss (Anthropic, on dead latents only as
-SAELens): μ · Σ_l ReLU(θ_l − z_l) · ‖W_dec,l‖ · dead_l, which pulls dead latents' pre-activations up to θ."""
+SAELens): μ · Σ_l ReLU(θ_l − z_l) · ‖W_dec,l‖ · dead_l, which pulls dead latents' pre-activations up to θ.
+
+On CPU the sparse step (penalty.py) runs on the active entries and those within the kernel band (where θ, and
+with `ste_to_input` z, gets a straight-through gradient); the pre-activation loss, which reaches every entry of
+a dead latent, takes the dense path."""
 
 from __future__ import annotations
 
@@ -115,6 +119,8 @@ class JumpReLUConfig(PenaltyConfig):
 @register_variant("jumprelu", JumpReLUConfig)
 class JumpReLUSAE(PenaltySAE):
     """loss = ‖x − x̂‖² + λ · sparsity loss (λ warmed up) [+ pre-activation loss], unit-norm decoder rows."""
+
+    sparse_max_density = 0.25  # measured crossover (README); the support includes the kernel band
 
     def __init__(self, cfgs):
         super().__init__(cfgs)
