@@ -131,3 +131,94 @@ def test_a_subclass_with_its_own_topk_takes_the_autograd_path():
 
     m.__class__ = Mine
     assert not m.fast_step_ok(x)
+
+
+PENALTY_CASES = [("relu", {}), ("relu_april", {}), ("p_anneal", {}), ("p_anneal", {"sparsity_function": "Lp"}),
+                 ("gated", {}), ("jumprelu", {}), ("jumprelu", {"sparsity_loss": "tanh", "ste_to_input": True}),
+                 ("jumprelu", {"sparsity_loss": "quadratic", "quadratic_l0": 3.0})]
+
+
+def _penalty_step(fast, variant, kw, K, shift, x):
+    """One loss + backward of K SAEs with per-SAE coefficients; `shift` moves the encoder biases (sparse: most
+    pre-activations negative; dense: most positive)."""
+    field = SAEConfig(variant=variant).sparsity_field
+    m = pack([SAEConfig(variant=variant, d_in=16, d_sae=24, seed=i, **{field: 0.3 + 0.2 * i}, **kw)
+              for i in range(K)])
+    m.fast_path, m.sparse_max_density = fast, 1.0  # the sparse step whatever the support's share
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("_KL") and name != "log_threshold_KL":
+                p.normal_(shift if name in ("b_enc_KL", "b_gate_KL") else 0.0, 0.3, generator=g)
+            if name == "b_dec_KD":
+                p.normal_(0, 0.3, generator=g)
+            if name == "W_dec_KLD" and variant == "relu_april":
+                p.mul_(torch.rand(p.shape[:2], generator=g)[..., None] + 0.5)  # decoder norms matter
+    if variant == "p_anneal":
+        m.schedule(0.8)  # p < 1: the queue records the penalty at the next p as well
+    losses, fired = m.loss_terms(x, 0.8)
+    sum(losses.values()).sum().backward()
+    return losses, fired, m
+
+
+@pytest.mark.parametrize("variant,kw", PENALTY_CASES)
+@pytest.mark.parametrize("K", [1, 3])
+@pytest.mark.parametrize("shift", [-2.0, 0.8])
+def test_penalty_sparse_step_equals_autograd(variant, kw, K, shift):
+    """Losses, firing counts and every parameter's gradient of the sparse step (`EncodeAt`/`DecodeAt` on the
+    support) equal autograd through dense activations, for sparse and dense activations and mixed packs."""
+    x = _x()
+    (lf, ff, mf), (lr, fr, mr) = (_penalty_step(f, variant, kw, K, shift, x) for f in (True, False))
+    assert set(lf) == set(lr)
+    for name in lf:
+        torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert torch.equal(ff, fr)
+    share = float(fr.sum()) / (K * 256 * 24)
+    assert (share < 0.2) if shift < 0 else (share > 0.4), share  # the two regimes are what they claim
+    for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
+        assert pf.grad is not None and pf.grad.abs().max() > 0, name
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+    if variant == "p_anneal":
+        torch.testing.assert_close(torch.stack(mf.queue), torch.stack(mr.queue))
+
+
+@pytest.mark.parametrize("variant,kw", [("relu_april", {}), ("gated", {}), ("jumprelu", {"ste_to_input": True})])
+def test_penalty_sparse_step_with_one_stream_per_sae(variant, kw):
+    """[K, B, D] batches (each SAE its own stream) through the sparse step equal autograd."""
+    x = torch.stack([_x(seed=s) for s in range(3)])
+    (lf, ff, mf), (lr, fr, mr) = (_penalty_step(f, variant, kw, 3, -2.0, x) for f in (True, False))
+    for name in lf:
+        torch.testing.assert_close(lf[name], lr[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert torch.equal(ff, fr)
+    for (name, pf), pr in zip(mf.named_parameters(), mr.parameters(), strict=True):
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("variant", ["relu", "gated", "jumprelu"])
+def test_penalty_sparse_step_runs_only_below_its_density(variant, monkeypatch):
+    """Above `sparse_max_density` (and off CPU, or with the pre-activation loss on) the dense path runs."""
+    from toymodels.sae import penalty, sparse_step
+
+    calls = []
+
+    class Spy(sparse_step.Support):
+        def __init__(self, *a):
+            calls.append(1)
+            super().__init__(*a)
+
+    monkeypatch.setattr(penalty, "Support", Spy)
+    x = _x()
+    m = pack([SAEConfig(variant=variant, d_in=16, d_sae=24)])
+    with torch.no_grad():
+        (m.b_gate_KL if variant == "gated" else m.b_enc_KL).fill_(-5.0)  # nothing near firing
+    m.loss_terms(x, 0.5)
+    assert calls == [1]
+    m.sparse_max_density = 0.0
+    m.loss_terms(x, 0.5)
+    assert calls == [1]
+    if variant == "jumprelu":
+        m.sparse_max_density, m.dead_KL = 1.0, torch.ones(1, 24, dtype=torch.bool)
+        m.cfgs[0].pre_act_coeff = 0.1
+        m.coeff.clear()
+        losses, _ = m.loss_terms(x, 0.5)
+        assert "pre_act" in losses and calls == [1]

@@ -7,7 +7,11 @@ The step function's gradient w.r.t. θ uses a straight-through estimator with a 
 Sparsity losses (`sparsity_loss`, per sample, times λ, batch mean; as SAELens's jumprelu_sparsity_loss_mode):
 step (DeepMind) ‖f‖₀ = Σ H(z − θ); tanh (Anthropic) Σ tanh(c · f · ‖W_dec,l‖); quadratic (GemmaScope 2)
 (2/T)·(‖f‖₀ − T)² around a target L0 T. Optional pre-activation loss (Anthropic, on dead latents only as
-SAELens): μ · Σ_l ReLU(θ_l − z_l) · ‖W_dec,l‖ · dead_l, which pulls dead latents' pre-activations up to θ."""
+SAELens): μ · Σ_l ReLU(θ_l − z_l) · ‖W_dec,l‖ · dead_l, which pulls dead latents' pre-activations up to θ.
+
+On CPU the sparse step (penalty.py) runs on the active entries and those within the kernel band (where θ, and
+with `ste_to_input` z, gets a straight-through gradient); the pre-activation loss, which reaches every entry of
+a dead latent, takes the dense path."""
 
 from __future__ import annotations
 
@@ -21,10 +25,17 @@ from toymodels.errors import check
 from toymodels.sae.base import mse_K
 from toymodels.sae.penalty import PenaltyConfig, PenaltySAE
 from toymodels.sae.registry import register_variant
+from toymodels.sae.sparse_step import DecodeAt
 
 
 def _rect(u):
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+def _support_mask(z, theta, eps):
+    """Numpy [K, B, L] mask of z > θ or within the kernel band (`_rect`'s float32 arithmetic)."""
+    u = (z - theta) / eps
+    return (z > theta) | ((u > -0.5) & (u < 0.5))
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -109,6 +120,8 @@ class JumpReLUConfig(PenaltyConfig):
 class JumpReLUSAE(PenaltySAE):
     """loss = ‖x − x̂‖² + λ · sparsity loss (λ warmed up) [+ pre-activation loss], unit-norm decoder rows."""
 
+    sparse_max_density = 0.25  # measured crossover (README); the support includes the kernel band
+
     def __init__(self, cfgs):
         super().__init__(cfgs)
         self.log_threshold_KL = torch.nn.Parameter(
@@ -129,10 +142,41 @@ class JumpReLUSAE(PenaltySAE):
         z = self.pre_acts(x_BD)
         return z * (z > self._theta())
 
+    def _pre_act_on(self) -> bool:
+        dead_KL = getattr(self, "dead_KL", None)
+        return dead_KL is not None and bool(dead_KL.any()) and bool(self.per_sae("pre_act_coeff").any())
+
+    def fast_step_ok(self, x_BD):
+        """Not with the pre-activation loss on (it reaches every entry of a dead latent)."""
+        return super().fast_step_ok(x_BD) and not self._pre_act_on()
+
+    def _sparse_loss_terms(self, x_BD, z, sup, frac):
+        """loss_terms on the support (active entries and the straight-through kernel band)."""
+        c0, t = self.cfgs[0], sup.t
+        z_n = self.pre_at(z, x_BD, sup)[None]  # [1, n]: _JumpReLU's θ gradient sums over dim −2
+        theta_n = self.log_threshold_KL.exp().view(-1)[t["col"]][None]
+        eps_n = self.per_sae("bandwidth")[t["sae"]][None]
+        acts_n = _JumpReLU.apply(z_n, theta_n, eps_n, c0.ste_to_input)[0]
+        if c0.sparsity_loss == "tanh":
+            norm_n = self.W_dec_KLD.norm(dim=-1).view(-1)[t["col"]]
+            per_KB = sup.per_sample(torch.tanh(self.per_sae("tanh_scale")[t["sae"]] * acts_n * norm_n))
+        else:
+            per_KB = sup.per_sample(_Step.apply(z_n, theta_n, eps_n, c0.ste_to_input)[0])
+            if c0.sparsity_loss == "quadratic":
+                T_K1 = self.per_sae("quadratic_l0")[:, None]
+                per_KB = 2 / T_K1 * (per_KB - T_K1).pow(2)
+        recon = DecodeAt.apply(acts_n, self.W_dec_KLD, self.b_dec_KD, sup)
+        losses = {"mse": mse_K(x_BD, recon), "l0": self.sparsity_coeff(frac) * per_KB.mean(-1)}
+        return losses, sup.fired((acts_n > 0).detach().numpy())
+
     def loss_terms(self, x_BD, frac):
         z = self.pre_acts(x_BD)
         c0 = self.cfgs[0]
         theta, eps = self._theta(), self.per_sae("bandwidth")[:, None, None]
+        # support: the active entries and the kernel band (where θ gets a gradient)
+        sup = self.support(x_BD, lambda: _support_mask(z.detach().numpy(), theta.detach().numpy(), eps.numpy()))
+        if sup is not None:
+            return self._sparse_loss_terms(x_BD, z, sup, frac)
         acts = _JumpReLU.apply(z, theta, eps, c0.ste_to_input)
         norm_K1L = self.W_dec_KLD.norm(dim=-1)[:, None, :]
         if c0.sparsity_loss == "tanh":
@@ -143,9 +187,8 @@ class JumpReLUSAE(PenaltySAE):
                 T_K1 = self.per_sae("quadratic_l0")[:, None]
                 per_KB = 2 / T_K1 * (per_KB - T_K1).pow(2)
         losses = {"mse": mse_K(x_BD, self.decode(acts)), "l0": self.sparsity_coeff(frac) * per_KB.mean(-1)}
-        dead_KL = getattr(self, "dead_KL", None)
-        if dead_KL is not None and bool(dead_KL.any()) and self.per_sae("pre_act_coeff").any():
-            gap_KBL = (theta - z).relu() * (dead_KL[:, None, :] * norm_K1L)
+        if self._pre_act_on():
+            gap_KBL = (theta - z).relu() * (self.dead_KL[:, None, :] * norm_K1L)
             losses["pre_act"] = self.per_sae("pre_act_coeff") * gap_KBL.sum(-1).mean(-1)
         return losses, (acts > 0).sum(1)
 

@@ -22,13 +22,18 @@ from toymodels.sae.base import mse_K
 from toymodels.sae.penalty import PenaltyConfig
 from toymodels.sae.registry import register_variant
 from toymodels.sae.relu import ReluSAE
+from toymodels.sae.sparse_step import DecodeAt
 
 
 def lp_penalty(acts_KBL: torch.Tensor, p: float, function: str) -> torch.Tensor:
     """[K] batch mean of Σ_l f^p (`Lp^p`) or (Σ_l f^p)^(1/p) (`Lp`) over non-negative activations; zeros
     contribute 0 and no gradient (f^p has an infinite slope at 0 when p < 1)."""
     pos = acts_KBL > 0
-    s_KB = (torch.where(pos, acts_KBL, torch.ones_like(acts_KBL)).pow(p) * pos).sum(-1)
+    return lp_of_sums((torch.where(pos, acts_KBL, torch.ones_like(acts_KBL)).pow(p) * pos).sum(-1), p, function)
+
+
+def lp_of_sums(s_KB: torch.Tensor, p: float, function: str) -> torch.Tensor:
+    """[K] batch mean of the penalty from the per-sample sums s = Σ_l f^p."""
     return (s_KB if function == "Lp^p" else s_KB.pow(1.0 / p)).mean(-1)
 
 
@@ -102,12 +107,21 @@ class PAnnealSAE(ReluSAE):
         self.queue.clear()
 
     def loss_terms(self, x_BD, frac):
-        acts = self.encode(x_BD)
+        pre, sup, f_n = self.sparse_acts(x_BD)  # sparse step: f_n > 0 on the support
         fn = self.cfgs[0].sparsity_function
-        pen_K = lp_penalty(acts, self.p, fn)
+        if sup is not None:
+            def pen(p):
+                return lp_of_sums(sup.per_sample(f_n.pow(p)), p, fn)
+            recon, fired = DecodeAt.apply(f_n, self.W_dec_KLD, self.b_dec_KD, sup), sup.fired()
+        else:
+            acts = torch.relu(pre)
+            def pen(p):
+                return lp_penalty(acts, p, fn)
+            recon, fired = self.decode(acts), (acts > 0).sum(1)
+        pen_K = pen(self.p)
         if self.training and self.next_p is not None:
             with torch.no_grad():
-                self.queue.append(torch.stack([pen_K, lp_penalty(acts, self.next_p, fn)], -1))
+                self.queue.append(torch.stack([pen_K, pen(self.next_p)], -1))
                 del self.queue[:-self.cfgs[0].queue_length]
         lam_K = self.sparsity_coeff(frac) * self.adjust_K
-        return {"mse": mse_K(x_BD, self.decode(acts)), "lp": lam_K * pen_K}, (acts > 0).sum(1)
+        return {"mse": mse_K(x_BD, recon), "lp": lam_K * pen_K}, fired

@@ -9,21 +9,32 @@ step's lr / peak lr (the SAE responds more slowly as lr decays). It starts from 
 from the end of the warm-up on, so the weak warm-up penalty's high L0 does not wind it up; Δe is 0 on its first
 step. Measured (tests/test_sae_l0.py, slow): held-out L0 within −1.2 %…+0.03 % of targets 3/6/12 for relu,
 relu_april, gated and jumprelu (jumprelu with threshold_lr_scale 3: with 1, λ collapses while the thresholds
-cannot follow, and L0 ends 20–40 % low)."""
+cannot follow, and L0 ends 20–40 % low).
+
+On CPU the variants train through the sparse step (`sparse_step.EncodeAt`/`DecodeAt`) when the batch's support
+(the entries that can get a gradient) is at most `SPARSE_MAX_DENSITY` of [K, B, L]; the autograd path over dense
+activations is the reference, and what runs off CPU or above that share (early training, L0 in the hundreds)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from toymodels.config import _is_num
 from toymodels.errors import check
 from toymodels.sae.base import PackedSAE, SAEConfig, warm
+from toymodels.sae.sparse_step import EncodeAt, Support
 
 P_OVER_I = 20.0
 """Proportional gain of the L0 controller as a multiple of its integral gain `l0_gain` (damping)."""
+
+SPARSE_MAX_DENSITY = 0.12
+"""Take the sparse step when the support is at most this share of the batch's [K, B, L] entries: the measured
+crossover of relu's step (128 → 512, batch 1024, one thread; README). Gated and JumpReLU, whose dense steps
+cost more, set their own."""
 
 
 @dataclass
@@ -99,6 +110,31 @@ class PenaltySAE(PackedSAE):
         step_K = lr_factor * self.per_sae("l0_gain") * (err_K + P_OVER_I * d_err_K)
         self.log_coeff_K += torch.where(on_K, step_K, 0.0)
         self.err_K.copy_(torch.where(on_K, err_K, math.nan))
+
+    fast_path = True
+    """Use the sparse step on CPU when the support is sparse enough (`support`)."""
+    sparse_max_density = SPARSE_MAX_DENSITY
+
+    def fast_step_ok(self, x_BD) -> bool:
+        """The sparse step can run (CPU: its index work is numpy); a subclass may add conditions."""
+        return self.fast_path and x_BD.device.type == "cpu"
+
+    @torch.no_grad()
+    def support(self, x_BD, mask_fn) -> Support | None:
+        """The `Support` of the [K, B, L] numpy bool `mask_fn()` (the entries that can get a gradient; numpy's
+        comparisons are ~5× torch's on one thread) if the sparse step applies and pays, else None (the caller
+        takes its dense autograd path)."""
+        if not self.fast_step_ok(x_BD):
+            return None
+        mask_KBL = mask_fn()
+        pos_n = np.flatnonzero(mask_KBL)
+        return Support(pos_n, *mask_KBL.shape) if len(pos_n) <= self.sparse_max_density * mask_KBL.size else None
+
+    def pre_at(self, pre_KBL, x_BD, sup: Support, bias_KL=None) -> torch.Tensor:
+        """[n] pre-activations at the support's entries with gradients to W_enc, the bias (b_enc unless given)
+        and b_dec (when the input is x − b_dec), computed on those entries only."""
+        bias_KL = self.b_enc_KL if bias_KL is None else bias_KL
+        return EncodeAt.apply(pre_KBL, x_BD, self.W_enc_KDL, bias_KL, self.b_dec_KD, sup, self.apply_b_dec_to_input)
 
     def summary(self, i: int) -> dict:
         return {"sparsity_coeff": float(self.log_coeff_K[i].exp())} if self.controlled_K[i] else {}

@@ -10,6 +10,7 @@ import torch
 from toymodels.sae.base import mse_K
 from toymodels.sae.penalty import L1Config, PenaltySAE
 from toymodels.sae.registry import register_variant
+from toymodels.sae.sparse_step import DecodeAt
 
 
 @dataclass
@@ -32,9 +33,25 @@ class ReluSAE(PenaltySAE):
     def _penalty(self, acts_KBL):
         return acts_KBL.sum(-1).mean(-1)
 
+    def _penalty_at(self, f_n, sup):
+        """`_penalty` from the support's entry values (sparse step)."""
+        return sup.per_sample(f_n).mean(-1)
+
+    def sparse_acts(self, x_BD):
+        """(pre [K, B, L] with its graph, and on the sparse step its `Support` (the active entries) and [n] values
+        f_n; else None, None)."""
+        pre = self.pre_acts(x_BD)
+        sup = self.support(x_BD, lambda: pre.detach().numpy() > 0)
+        return pre, sup, (None if sup is None else self.pre_at(pre, x_BD, sup))
+
     def loss_terms(self, x_BD, frac):
-        acts = self.encode(x_BD)
-        losses = {"mse": mse_K(x_BD, self.decode(acts)), "l1": self.sparsity_coeff(frac) * self._penalty(acts)}
+        pre, sup, f_n = self.sparse_acts(x_BD)
+        lam_K = self.sparsity_coeff(frac)
+        if sup is not None:
+            recon = DecodeAt.apply(f_n, self.W_dec_KLD, self.b_dec_KD, sup)
+            return {"mse": mse_K(x_BD, recon), "l1": lam_K * self._penalty_at(f_n, sup)}, sup.fired()
+        acts = torch.relu(pre)
+        losses = {"mse": mse_K(x_BD, self.decode(acts)), "l1": lam_K * self._penalty(acts)}
         return losses, (acts > 0).sum(1)
 
 
@@ -47,6 +64,9 @@ class ReluAprilSAE(ReluSAE):
 
     def _penalty(self, acts_KBL):
         return torch.einsum("kbl,kl->kb", acts_KBL, self.W_dec_KLD.norm(dim=-1)).mean(-1)
+
+    def _penalty_at(self, f_n, sup):
+        return sup.per_sample(f_n * self.W_dec_KLD.norm(dim=-1).view(-1)[sup.t["col"]]).mean(-1)
 
     @torch.no_grad()
     def inference(self, i):

@@ -11,11 +11,17 @@ Nested prefixes (Matryoshka, `sae.step_prefixes()` → (sizes, [K, P] weights)):
 with x̂_j = b_dec + the entries of latents < sizes[j]. Entry rows are then grouped by block (block j = latents
 [sizes[j−1], sizes[j])): one CSR product gives every block's partial reconstruction, their cumulative sums the
 prefix reconstructions, and an entry of block j gets the gradient Σ_{j' ≥ j} w_j' ∂x̂_j' (the suffix sum), so
-the backward is the same three sparse products on a [P·K·B, D] stack."""
+the backward is the same three sparse products on a [P·K·B, D] stack.
+
+The penalty variants (ReLU, April ReLU, p-annealing, JumpReLU, Gated) use the same products as two autograd
+pieces around a `Support` (the entries that can get a gradient: ReLU's active ones, plus JumpReLU's kernel band):
+`EncodeAt` (the dense pre-activations at the entries; backward ∂W_enc, ∂b_enc, ∂b_dec from them only) and
+`DecodeAt` (x̂ from entry values), so activation functions and penalties run under autograd on [n] vectors."""
 
 from __future__ import annotations
 
 import warnings
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -47,11 +53,9 @@ class SparseStep(torch.autograd.Function):
         pre = sae.pre_acts(x_BD)  # [K, B, L]
         idx, vals, sel_K = sae.select_entries(pre)
         off = np.repeat(np.arange(K), [len(i) for i in idx])
-        flat = np.concatenate(idx)
-        b_n, l_n = np.divmod(flat, L)
-        row_n, col_n = off * B + b_n, off * L + l_n
+        sup = Support(off * (B * L) + np.concatenate(idx), K, B, L)
+        row_n, col_n, pos_n, l_n = sup.row_n, sup.col_n, sup.pos_n, sup.col_n - off * L
         v_n = np.concatenate(vals)
-        pos_n = off * (B * L) + flat
         prefixes = sae.step_prefixes()
         P = 1 if prefixes is None else len(prefixes[0])
         grow_n = row_n  # the entry's row in the [P·K·B] stack of per-block reconstructions
@@ -110,6 +114,109 @@ class SparseStep(torch.autograd.Function):
             gb = -torch.bmm(W_enc, d_bias[:, :, None]).squeeze(-1)
             db_dec = gb if db_dec is None else db_dec + gb
         return None, dW_enc, d_bias, dW_dec, db_dec, None
+
+
+class Support:
+    """A batch's entries of K SAEs' [B, L] activations, by flat position k·B·L + b·L + l (ascending), as
+    coordinates of the block-diagonal [K·B, K·L] matrix A: row k·B + b, column k·L + l."""
+
+    def __init__(self, pos_n: np.ndarray, K: int, B: int, L: int):
+        self.K, self.B, self.L, self.pos_n = K, B, L, pos_n
+        sae_n, rest = np.divmod(pos_n, B * L)
+        b_n, l_n = np.divmod(rest, L)
+        self.sae_n, self.row_n, self.col_n = sae_n, sae_n * B + b_n, sae_n * L + l_n
+
+    @property
+    def density(self) -> float:
+        return len(self.pos_n) / (self.K * self.B * self.L)
+
+    @cached_property
+    def t(self) -> dict[str, torch.Tensor]:
+        """Torch int64 copies of pos, sae, row and col (gathers and index-adds under autograd)."""
+        return {n: torch.from_numpy(getattr(self, n + "_n")) for n in ("pos", "sae", "row", "col")}
+
+    @cached_property
+    def _by_latent(self):  # (order sorting the entries by column, CSR row pointers of Aᵀ)
+        cnt = np.bincount(self.col_n, minlength=self.K * self.L)
+        kind = np.int16 if self.K * self.L < 2**15 else np.int64
+        return np.argsort(self.col_n.astype(kind), kind="stable"), np.concatenate([[0], np.cumsum(cnt)])
+
+    @cached_property
+    def _crow(self):
+        return crow_of(self.row_n, self.K * self.B)
+
+    def A(self, v_n: torch.Tensor) -> torch.Tensor:
+        """CSR [K·B, K·L] with values v_n."""
+        return csr(self._crow, self.col_n, v_n, (self.K * self.B, self.K * self.L))
+
+    def AT(self, v_n: torch.Tensor) -> torch.Tensor:
+        """CSR [K·L, K·B]: Aᵀ with values v_n."""
+        perm, crow = self._by_latent
+        return csr(crow, self.row_n[perm], v_n[torch.from_numpy(perm)], (self.K * self.L, self.K * self.B))
+
+    def per_latent(self, v_n: torch.Tensor) -> torch.Tensor:
+        """[K, L] sums of v_n per latent (float64 accumulation, as SparseStep's bias gradient)."""
+        s = np.bincount(self.col_n, weights=v_n.detach().numpy(), minlength=self.K * self.L)
+        return torch.from_numpy(s).to(v_n.dtype).view(self.K, self.L)
+
+    def per_sample(self, v_n: torch.Tensor) -> torch.Tensor:
+        """[K, B] sums of v_n per sample, 0 where a sample has no entry (differentiable)."""
+        return v_n.new_zeros(self.K * self.B).index_add(0, self.t["row"], v_n).view(self.K, self.B)
+
+    def fired(self, active_n: np.ndarray | None = None) -> torch.Tensor:
+        """[K, L] count of active entries per latent (all entries, or where `active_n`)."""
+        col = self.col_n if active_n is None else self.col_n[active_n]
+        return torch.from_numpy(np.bincount(col, minlength=self.K * self.L)).view(self.K, self.L)
+
+
+class EncodeAt(torch.autograd.Function):
+    """pre_n: the [K, B, L] pre-activations pre = s·W_enc + b_enc (s = x − b_dec, or x; computed outside,
+    detached) at a `Support`'s entries. Backward from ∂pre_n alone: ∂W_encᵀ = ∂Preᵀ·s and ∂b_enc (per-latent
+    sums) as CSR products, ∂b_dec = −W_enc·∂b_enc (when s = x − b_dec)."""
+
+    @staticmethod
+    def forward(ctx, pre_KBL, x_BD, W_enc_KDL, b_enc_KL, b_dec_KD, sup: Support, sub_b_dec: bool):
+        ctx.save_for_backward(x_BD, W_enc_KDL, b_dec_KD)
+        ctx.sup, ctx.sub_b_dec = sup, sub_b_dec
+        return pre_KBL.detach().reshape(-1)[sup.t["pos"]]
+
+    @staticmethod
+    def backward(ctx, g_n):
+        x_BD, W_enc, b_dec = ctx.saved_tensors
+        sup = ctx.sup
+        K, B, D = sup.K, sup.B, W_enc.shape[1]
+        s_KBD = x_BD - b_dec[:, None, :] if ctx.sub_b_dec else x_BD.expand(K, B, D)
+        dW_enc = (sup.AT(g_n) @ s_KBD.reshape(K * B, D)).view(K, sup.L, D).transpose(1, 2)
+        d_bias = sup.per_latent(g_n)
+        db_dec = -torch.bmm(W_enc, d_bias[:, :, None]).squeeze(-1) if ctx.sub_b_dec else None
+        return None, None, dW_enc, d_bias, db_dec, None, None
+
+
+class DecodeAt(torch.autograd.Function):
+    """x̂ = A(f)·W_dec + b_dec [K, B, D] from a `Support`'s entry values f_n. Backward: ∂f_n = ∂x̂·W_decᵀ
+    sampled at the entries, ∂W_dec = A(f)ᵀ·∂x̂, ∂b_dec = Σ_b ∂x̂; each O(n·D)."""
+
+    @staticmethod
+    def forward(ctx, f_n, W_dec_KLD, b_dec_KD, sup: Support):
+        K, L, D = W_dec_KLD.shape
+        A = sup.A(f_n.detach().contiguous())
+        ctx.save_for_backward(f_n, W_dec_KLD)
+        ctx.sup, ctx.A = sup, A
+        return torch.mm(A, W_dec_KLD.reshape(K * L, D)).view(K, sup.B, D).add_(b_dec_KD[:, None, :])
+
+    @staticmethod
+    def backward(ctx, g_KBD):
+        f_n, W_dec = ctx.saved_tensors
+        sup, (K, L, D) = ctx.sup, W_dec.shape
+        g = g_KBD.reshape(K * sup.B, D).contiguous()
+        df = dW = db = None
+        if ctx.needs_input_grad[0]:
+            df = torch.sparse.sampled_addmm(ctx.A, g, W_dec.reshape(K * L, D).T, beta=0.0).values()
+        if ctx.needs_input_grad[1]:
+            dW = (sup.AT(f_n.detach().contiguous()) @ g).view(K, L, D)
+        if ctx.needs_input_grad[2]:
+            db = g_KBD.sum(1)
+        return df, dW, db, None
 
 
 
