@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=THREADS,
                    help=f"torch threads (default {THREADS}: the committed figures/ were made with it, and results "
                         "can differ in the last bits with another count)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="figures computed at once, one worker process each (default 2; the files do not depend "
+                        "on it)")
     p.set_defaults(func=_figures)
 
 
@@ -38,7 +41,8 @@ def _figures(args) -> None:
 
     check(_is_seed(args.seed), "seed", SEED_RANGE, args.seed)
     check(1 <= args.threads <= 1024, "threads", "an integer in [1, 1024]", args.threads)
+    check(1 <= args.jobs <= 1024, "jobs", "an integer in [1, 1024]", args.jobs)
     import torch
 
     torch.set_num_threads(args.threads)  # pinned: same seed and thread count, identical files
-    build_gallery(args.only, args.out, quick=args.quick, seed=args.seed)
+    build_gallery(args.only, args.out, quick=args.quick, seed=args.seed, jobs=args.jobs)

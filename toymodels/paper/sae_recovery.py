@@ -42,8 +42,8 @@ def compute(quick: bool = False, seed: int = 0) -> pd.DataFrame:
     from toymodels.groundtruth.atlas import run_unit, tidy
 
     cfg = config(quick, seed)
-    with joblib.parallel_config(backend="loky"):
-        parts = joblib.Parallel(n_jobs=2)(joblib.delayed(run_unit)(cfg, u) for u in cfg.units())
+    parts = joblib.Parallel(n_jobs=2)(joblib.delayed(run_unit)(cfg, u) for u in cfg.units())  # sequential in a
+    # gallery worker (`build_gallery(jobs=...)`), else two processes
     return tidy(pd.concat([df for df, _ in parts], ignore_index=True))
 
 
