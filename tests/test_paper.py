@@ -71,6 +71,25 @@ def test_cli_writes_figure_files(tmp_path):
     assert prov["command"] == "toymodels figures --only intro --quick --seed 0"
 
 
+def test_jobs_write_the_same_gallery_as_one_job(tmp_path):
+    """Figures computed in worker processes (`--jobs 2`) give the same bytes as one after another in this
+    process, whatever order they finish in (both on one torch thread, as the CLI runs them)."""
+    import torch
+
+    from toymodels.paper import build_gallery
+
+    one, two, before = tmp_path / "one", tmp_path / "two", torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_gallery(["intro", "nonuniform"], one, quick=True, jobs=1)
+        build_gallery(["intro", "nonuniform"], two, quick=True, jobs=2)
+    finally:
+        torch.set_num_threads(before)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert [f for f in files if (one / f).read_bytes() != (two / f).read_bytes()] == []
+
+
 def test_cli_rejects_unknown_figure(tmp_path, capsys):
     assert main(["figures", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "only: unknown figure 'nope'" in capsys.readouterr().err
