@@ -169,6 +169,27 @@ def test_ctrl_c_while_importing_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(toymodels.cli.importlib, "import_module", importlib.import_module)
 
 
+def test_ctrl_c_swallowed_during_the_imports_still_stops_the_run(monkeypatch, capsys):
+    """A library that catches the KeyboardInterrupt of a Ctrl-C during its import (a bare `except`) cannot keep
+    the command running: the CLI saw the SIGINT and stops once the imports are done (seen on CI: a Ctrl-C at 1 s
+    into a fresh venv's start-up was lost and the run trained on)."""
+    import toymodels.cli
+
+    real = toymodels.cli.build_parser
+
+    def swallowing_import():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        except BaseException:
+            pass
+        return real()
+
+    monkeypatch.setattr(toymodels.cli, "build_parser", swallowing_import)
+    assert main(["train", "steps=1000000"]) == 130
+    assert capsys.readouterr().err.strip() == toymodels.cli.INTERRUPTED
+
+
 def test_ctrl_c_at_any_moment_of_a_real_run_is_one_line():
     """SIGINT to the process group (what a terminal sends), early: usually during the imports."""
     for delay in (1.0, 3.0):  # not earlier: a signal during Python's own start-up (site) is out of our reach

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from toymodels.errors import ConfigError, ToyModelsError, describe_os_error
@@ -148,8 +150,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIGINTS: list[int] = []
+"""SIGINTs received during `main`: a library that swallows the KeyboardInterrupt (a bare `except` around an
+optional import) cannot lose a Ctrl-C that arrived while the imports ran."""
+
+
+def _on_sigint(signum, frame):
+    _SIGINTS.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     real_cli = argv is None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
+    _SIGINTS.clear()
+    try:
+        return _main(argv, real_cli)
+    finally:
+        if main_thread:  # None: a handler set outside Python
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def _main(argv: list[str] | None, real_cli: bool) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = {a for a in argv if a in GLOBAL_FLAGS}
     argv = [a for a in argv if a not in GLOBAL_FLAGS]
@@ -179,6 +202,8 @@ def _run(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed as one line)
         return e.code if isinstance(e.code, int) else 2
+    if _SIGINTS:  # a Ctrl-C during the imports that something swallowed
+        raise KeyboardInterrupt
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
