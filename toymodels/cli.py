@@ -163,8 +163,8 @@ def _on_sigint(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     real_cli = argv is None
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     _SIGINTS.clear()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
         return _main(argv, real_cli)
     finally:

@@ -191,9 +191,14 @@ def _compute(name: str, quick: bool, seed: int, threads: int):
     import torch
 
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
     with joblib.parallel_config(backend="sequential"):
-        df = load(name).compute(quick=quick, seed=seed)
+        return _timed_compute(name, quick, seed)
+
+
+def _timed_compute(name: str, quick: bool, seed: int):
+    """(name, table, seconds) of one figure's `compute`."""
+    t0 = time.perf_counter()
+    df = load(name).compute(quick=quick, seed=seed)
     return name, df, time.perf_counter() - t0
 
 
@@ -250,10 +255,7 @@ def build_gallery(names: list[str] | None = None, out_dir: str | Path = "figures
 def _computed(names: list[str], quick: bool, seed: int, jobs: int):
     """(name, table, compute seconds) per figure: in gallery order here, or as worker processes finish them."""
     if jobs <= 1 or len(names) == 1:
-        for name in names:
-            t0 = time.perf_counter()
-            df = load(name).compute(quick=quick, seed=seed)
-            yield name, df, time.perf_counter() - t0
+        yield from (_timed_compute(name, quick, seed) for name in names)
         return
     import joblib
     import torch
