@@ -49,6 +49,23 @@ def test_omp_finds_sparse_codes_and_its_mean_l0_is_the_true_l0():
     assert feature_f1(omp(x_NL @ D_LD, D_LD @ Q, steps), x_NL) < 0.7  # measured 0.51
 
 
+def test_omp_refit_is_least_squares_on_its_support_and_stops_at_a_duplicate_atom():
+    """The incremental Cholesky refit equals a fresh least-squares solve on each sample's support; an atom in
+    the span of the support (here an exact copy) stops the sample instead of breaking the factor."""
+    g = torch.Generator().manual_seed(2)
+    D_LD = torch.randn(12, 6, generator=g)
+    h_ND = torch.rand(300, 12, generator=g) @ D_LD
+    a = omp(h_ND, D_LD, torch.full((300,), 5)).double()
+    A = torch.nn.functional.normalize(D_LD.double(), dim=1)
+    for i in range(0, 300, 37):
+        sup = a[i].nonzero()[:, 0]
+        want = torch.linalg.lstsq(A[sup].T, h_ND[i].double()[:, None]).solution[:, 0]
+        torch.testing.assert_close(a[i, sup], want, rtol=1e-5, atol=1e-6)
+    dup = torch.cat([D_LD[:3], D_LD[:1]])  # atom 3 = atom 0
+    b = omp(D_LD[0:1] * 2 + D_LD[1:2], dup, torch.tensor([4]))
+    assert bool(torch.isfinite(b).all()) and (b[0, 0] == 0 or b[0, 3] == 0)
+
+
 def test_cs_boundary_is_the_donoho_tanner_asymptote():
     assert cs_boundary_l0(8, 8) == 8 and cs_boundary_l0(4, 8) == 8
     assert cs_boundary_l0(64, 8) == pytest.approx(8 / (2 * math.log(8)))

@@ -79,14 +79,26 @@ def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
         assert idx[2].size == 0 and float(t_K[2]) == 0.0
 
 
-def test_row_top_k_is_each_rows_top_k():
+def test_row_top_k_is_each_rows_top_k(monkeypatch):
+    """Short rows (no pre-filter): the value partition alone handles rows without ties; a tie at a row's k-th
+    value falls back to an index partition, still exactly k per row."""
+    from toymodels.sae import sparse_step
     from toymodels.sae.sparse_step import row_top_k
 
     g = torch.Generator().manual_seed(0)
     key = torch.randn(50, 30, generator=g)
-    for k in (1, 7, 30):
-        want = (key.topk(k, dim=-1).indices + torch.arange(50)[:, None] * 30).flatten().sort().values
-        assert torch.equal(torch.from_numpy(row_top_k(key.numpy(), k)), want)
+    with monkeypatch.context() as mp:
+        mp.setattr(sparse_step.np, "argpartition", None)
+        for k in (1, 7, 29):
+            want = (key.topk(k, dim=-1).indices + torch.arange(50)[:, None] * 30).flatten().sort().values
+            assert torch.equal(torch.from_numpy(row_top_k(key.numpy(), k)), want)
+    assert row_top_k(key.numpy(), 30).size == 50 * 30
+    ties = key.round()
+    for k in (1, 7):
+        got = torch.from_numpy(row_top_k(ties.numpy(), k))
+        rows, cols = got // 30, got % 30
+        assert torch.equal(torch.bincount(rows, minlength=50), torch.full((50,), k))
+        assert torch.equal(ties[rows, cols].view(50, k).sort(-1).values, ties.topk(k, -1).values.sort(-1).values)
 
 
 def test_row_top_k_prefilter_keeps_each_rows_top_k(monkeypatch):

@@ -55,6 +55,10 @@ def test_matching_pursuit_recovers_an_orthogonal_code_and_packs_per_sae_k():
     both = pursue(x_KBD, W_KLD, torch.tensor([2, 5]), torch.tensor([0.0, 0.5]), gram=True)[0]
     for i, (k, thr) in enumerate(((2, 0.0), (5, 0.5))):
         torch.testing.assert_close(both[i], pursue(x_KBD[i:i + 1], W_KLD[i:i + 1], k, thr, gram=True)[0][0])
+    from toymodels.sae.train import pack_indices  # training packs equal k only (a pack runs its largest k)
+
+    assert pack_indices([SAEConfig(variant="matching_pursuit", d_in=16, d_sae=24, k=k) for k in (2, 5, 2)]) \
+        == [[0, 2], [1]]
 
 
 def test_matching_pursuit_export_folds_the_residual_threshold(tmp_path):

@@ -47,8 +47,9 @@ def sample_dense(cfg: ToyConfig, p_IF: torch.Tensor, batch: int, gen: torch.Gene
     if cfg.structure == "correlated":
         on = set_on.repeat_interleave(S, dim=-1)
     elif cfg.structure == "anticorrelated":
-        pick = torch.randint(S, (I, batch, n_sets), generator=gen, device=dev)
-        on = (torch.nn.functional.one_hot(pick, S).bool() & set_on[..., None]).reshape(I, batch, F)
+        pick = torch.randint(S, (I, batch, n_sets), generator=gen, device=dev)  # the member that is on
+        first = torch.arange(0, F, S, device=dev)  # each set's first feature
+        on = torch.zeros(I, batch, F, dtype=torch.bool, device=dev).scatter_(-1, pick + first, set_on)
     else:  # hierarchical
         child = torch.rand(I, batch, F, generator=gen, device=dev) < cfg.child_prob
         child.view(I, batch, n_sets, S)[..., 0] = True  # the parent itself

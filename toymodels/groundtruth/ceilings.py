@@ -27,29 +27,49 @@ TOL = 1e-6
 @torch.no_grad()
 def omp(h_ND: torch.Tensor, D_LD: torch.Tensor, steps_N: torch.Tensor) -> torch.Tensor:
     """[N, L] coefficients of each sample on the unit-normalised atoms of D_LD after `steps_N[i]` OMP steps
-    (at most min(L, D)); a sample stops early once it is fit exactly or no atom correlates positively."""
+    (at most min(L, D)); a sample stops early once it is fit exactly, no atom correlates positively, or the
+    next atom lies in the span of its support (a duplicate atom).
+
+    The least-squares refit keeps each sample's support Gram matrix as a Cholesky factor that grows by one row
+    a step (the new atom's overlaps come from the dictionary's own Gram matrix), so a step costs O(t) vector
+    operations over the samples instead of a fresh [N, t, t] solve."""
     N, D = h_ND.shape
     L = D_LD.shape[0]
     A_LD = D_LD.double() / D_LD.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
     h = h_ND.double()
+    GL_LL, hA_NL = A_LD @ A_LD.T, h @ A_LD.T
     T = int(min(int(steps_N.max()) if N else 0, L, D))
-    idx_NT = torch.zeros(N, max(T, 1), dtype=torch.long)
-    valid_NT = torch.zeros(N, max(T, 1), dtype=torch.bool)
+    W = max(T, 1)
+    idx_NT = torch.zeros(N, W, dtype=torch.long)
+    valid_NT = torch.zeros(N, W, dtype=torch.bool)
     chosen_NL = torch.zeros(N, L, dtype=torch.bool)
-    coef_NT = torch.zeros(N, max(T, 1), dtype=torch.float64)
+    chol_NTT = torch.zeros(N, W, W, dtype=torch.float64)  # support Gram = chol cholᵀ (stopped slot: diag 1)
+    z_NT = torch.zeros(N, W, dtype=torch.float64)  # chol z = the support's correlations with h
+    coef_NT = torch.zeros(N, W, dtype=torch.float64)
+    rows = torch.arange(N)
     resid, h_norm = h.clone(), h.norm(dim=1)
     for t in range(T):
         corr_NL = (resid @ A_LD.T).masked_fill(chosen_NL, -math.inf)
         best, j = corr_NL.max(1)
         go = (steps_N > t) & (best > 0) & (resid.norm(dim=1) > TOL * h_norm)
+        g_Nt = GL_LL[idx_NT[:, :t], j[:, None]] * valid_NT[:, :t]  # the new atom against the support
+        l_Nt = torch.zeros(N, t, dtype=torch.float64)
+        for s in range(t):  # forward substitution chol[:t, :t] l = g
+            l_Nt[:, s] = (g_Nt[:, s] - (chol_NTT[:, s, :s] * l_Nt[:, :s]).sum(1)) / chol_NTT[:, s, s]
+        d2 = 1.0 - (l_Nt * l_Nt).sum(1)
+        go &= d2 > 1e-10
         if not bool(go.any()):
             break
+        d = torch.where(go, d2.clamp_min(1e-10).sqrt(), 1.0)
         idx_NT[:, t], valid_NT[:, t] = j, go
         chosen_NL[go, j[go]] = True
-        S_NtD = A_LD[idx_NT[:, :t + 1]] * valid_NT[:, :t + 1, None]  # invalid slots are zero atoms
-        G = S_NtD @ S_NtD.transpose(1, 2) + torch.diag_embed((~valid_NT[:, :t + 1]).double())
-        coef_NT[:, :t + 1] = torch.linalg.solve(G, (S_NtD @ h[:, :, None]))[..., 0]
-        resid = h - (coef_NT[:, :t + 1, None] * S_NtD).sum(1)
+        chol_NTT[:, t, :t] = l_Nt * go[:, None]
+        chol_NTT[:, t, t] = d
+        z_NT[:, t] = torch.where(go, (hA_NL[rows, j] - (l_Nt * z_NT[:, :t]).sum(1)) / d, 0.0)
+        for s in range(t, -1, -1):  # back substitution cholᵀ coef = z (a stopped slot keeps coef 0)
+            coef_NT[:, s] = (z_NT[:, s] - (chol_NTT[:, s + 1:t + 1, s] * coef_NT[:, s + 1:t + 1]).sum(1)) \
+                / chol_NTT[:, s, s]
+        resid = h - torch.bmm(coef_NT[:, None, :t + 1], A_LD[idx_NT[:, :t + 1]])[:, 0]
     out = torch.zeros(N, L, dtype=torch.float64)
     out.scatter_add_(1, idx_NT, coef_NT * valid_NT)
     return out.float()

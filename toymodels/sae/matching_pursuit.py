@@ -32,6 +32,14 @@ from toymodels.sae.registry import register_variant
 from toymodels.sae.topk import sparse_decode
 
 
+def _argmax_last(x: torch.Tensor) -> torch.Tensor:
+    """x.argmax(-1) (first maximum on ties); on the CPU through numpy, ~5× faster than torch over a short last
+    dimension such as [K, B, 64]."""
+    if x.device.type != "cpu":
+        return x.argmax(-1)
+    return torch.from_numpy(x.detach().contiguous().numpy().argmax(-1))
+
+
 def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False, stop_dup=True):
     """Greedy matching pursuit of inputs s (already minus b_dec) over decoder rows W: ([K, B, L] activations,
     [K, B, kmax] values, [K, B, kmax] indices, [K, B, kmax] bool "added a new latent"). `k` and `threshold` are
@@ -56,7 +64,7 @@ def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False, stop_dup=True):
         with torch.no_grad():
             corr = c_KBL if gram else torch.bmm(resid, W_KLD.transpose(1, 2))
             # argmax without SAELens's ReLU: when every correlation is ≤ 0 either pick gets v = 0 and stops
-            i_KB = corr.argmax(-1)
+            i_KB = _argmax_last(corr)
         d_KBD = W_KLD[inst, i_KB]
         v_KB = torch.relu(torch.linalg.vecdot(resid, d_KBD)) * (~done_KB)
         resid = resid - v_KB[..., None] * d_KBD
@@ -83,6 +91,7 @@ class MatchingPursuitConfig(SAEConfig):
     """Matching Pursuit SAE: tied encoder (the decoder rows), k greedy pursuit steps."""
 
     sparsity_field = "k"
+    pack_fields = ("k",)  # a pack runs its largest k for every SAE (the pursuit is sequential): pack equal k only
     k: int = 4
     """Pursuit steps per sample (1 ≤ k ≤ d_sae; SAELens's max_iterations): at most k latents fire, fewer when a
     step leaves the support unchanged or the residual falls below `residual_threshold`."""

@@ -232,7 +232,8 @@ def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
     ≥ their k-th largest m_b, so m_b ≤ the row's k-th largest and every top-k entry is ≥ m_b. Only the
     entries ≥ m_b (~1.1·k per row on SAE pre-activations) are ranked, in a [B, max count] padded array; ~2×
     faster than a partition of the whole [B, L] (numpy's introselect, itself ~2× torch.topk on one thread).
-    Falls back to that partition when L is small, k large, or a tie at the k-th value keeps more than k."""
+    Falls back to a partition of the whole [B, L] when L is small or k large (values, then the entries ≥ each
+    row's k-th; an index partition when a tie at some row's k-th value keeps more than k)."""
     B, L = key_BL.shape
     G = ROW_TOPK_GROUPS
     if k >= L:
@@ -253,5 +254,9 @@ def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
             out = flat[v >= kth_B[row]]
             if out.size == B * k:  # else a tie at some row's k-th value: partition picks exactly k
                 return out
-    cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1)
+    kth_B = np.partition(key_BL, L - k, axis=1)[:, L - k]  # values only: ~2× faster than argpartition + sort
+    flat = np.flatnonzero(key_BL >= kth_B[:, None])
+    if flat.size == B * k:
+        return flat
+    cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1)  # a tie at some row's k-th value
     return (np.arange(B)[:, None] * L + cols).reshape(-1)
