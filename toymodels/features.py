@@ -132,7 +132,8 @@ class FastSampler:
     Batch-last makes every batched matmul of the tied models a [small × small] @ [small × batch] product,
     several times faster on CPU than [batch × small] @ [small × small]. The negation lets one in-place
     `threshold_` apply the mask: −u/p is > −1 exactly when u < p, and it is then −x. Independent features use
-    `Uniforms`; other structures use `sample_dense`/`sample_sparse` (one chunk).
+    `Uniforms`, and so do the structured sets with the uniform law (`_structured`, the conventions above; one
+    chunk); the symmetric law uses `sample_dense`.
 
     Sparse batches are exact as in `sample_sparse`, with the rows of each instance in order of their first
     active feature f0 (rows are exchangeable): the f0 counts are Multinomial(n_i, P(f0 = f)), so feature f may
@@ -145,6 +146,7 @@ class FastSampler:
                  gen: torch.Generator):
         self.cfg, self.p_KF, self.batch, self.sparse, self.gen = cfg, p_KF, batch, sparse, gen
         self.fast = cfg.structure == "independent" and cfg.magnitude_law == "uniform"
+        self.structured = cfg.structure != "independent" and cfg.magnitude_law == "uniform" and not sparse
         self.uni = Uniforms(seed, 1)
         self.neg_scale_KF1 = (-Uniforms.SCALE / p_KF)[:, :, None]
         cdf_KF = _first_active_cdf(p_KF).double()
@@ -156,6 +158,8 @@ class FastSampler:
 
     def __call__(self) -> list[tuple[slice, torch.Tensor, int]]:
         K, F = self.p_KF.shape
+        if self.structured:
+            return [(slice(0, K), self._structured(), 0)]
         if not self.fast:
             draw = sample_sparse if self.sparse else _dense_with_zero
             x_IBF, n_zero = draw(self.cfg, self.p_KF, self.batch, self.gen)
@@ -178,6 +182,30 @@ class FastSampler:
             out.append((sl, xn, self.batch - R))
             offset += xn.numel()
         return out
+
+    def _structured(self) -> torch.Tensor:
+        """−x [K, F, B] for correlated / anticorrelated / hierarchical sets, from one uniform per set and sample
+        (the set is on when u < p; anticorrelated: member ⌊S·u/p⌋ is the one on) and one per feature (its
+        magnitude; a hierarchical child is on when v < child_prob, magnitude v / child_prob)."""
+        cfg, B = self.cfg, self.batch
+        K, F = self.p_KF.shape
+        S = cfg.set_size
+        n = F // S
+        p_Kn1 = self.p_KF[:, ::S, None]
+        u_KnB = self.uni.rand(K, n, B)
+        on_Kn1B = (u_KnB < p_Kn1)[:, :, None]
+        v_KnSB = self.uni.rand(K, n, S, B)
+        if cfg.structure == "correlated":
+            mask = on_Kn1B
+        elif cfg.structure == "anticorrelated":
+            pick_Kn1B = (u_KnB / p_Kn1 * S).long().clamp_(max=S - 1)[:, :, None]
+            mask = on_Kn1B & (torch.arange(S)[:, None] == pick_Kn1B)
+        else:  # hierarchical: slot 0 is the parent
+            child = v_KnSB < cfg.child_prob
+            child[:, :, 0] = True
+            mask = on_Kn1B & child
+            v_KnSB[:, :, 1:] /= cfg.child_prob
+        return torch.where(mask, v_KnSB.neg_(), 0.0).view(K, F, B)
 
     def _masked(self, bits: torch.Tensor, neg_scale: torch.Tensor, offset: int) -> torch.Tensor:
         """−u/p from 23-bit draws (u = k·2⁻²³), zeroed where u ≥ p; written into a reused buffer at offset."""
