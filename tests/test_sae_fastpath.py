@@ -63,6 +63,58 @@ def test_sparse_step_of_topk_abstopk_matryoshka_equals_autograd(variant, kw, dea
         torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def _aux_step(columns, variant, n_dead, monkeypatch, fast=True):
+    """One loss + backward with n_dead[i] dead latents in SAE i, the aux-k loss over the dead columns
+    (`columns`) or ranked (the reference); returns (losses, model with `aux_grad_KDL` (the aux loss's ∂W_enc),
+    whether a gradient reached the sparse step's dense pre)."""
+    from toymodels.sae import topk
+    from toymodels.sae.sparse_step import SparseStep
+
+    monkeypatch.setattr(topk, "AUX_DEAD_COLUMNS", columns)
+    seen, backward = [], SparseStep.backward
+
+    def spy(ctx, g_mse, g_pre, *rest):
+        seen.append(g_pre is not None)
+        return backward(ctx, g_mse, g_pre, *rest)
+
+    monkeypatch.setattr(SparseStep, "backward", staticmethod(spy))
+    m = pack([SAEConfig(variant=variant, d_in=16, d_sae=24, k=3, seed=i) for i in range(len(n_dead))])
+    m.fast_path = fast
+    with torch.no_grad():
+        m.b_enc_KL.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+        m.b_dec_KD.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(3)
+    m.dead_KL = torch.zeros(m.K, m.L, dtype=torch.bool)
+    for i, n in enumerate(n_dead):
+        m.dead_KL[i, torch.randperm(m.L, generator=g)[:n]] = True
+    losses, _ = m.loss_terms(_x(), 0.5)
+    m.aux_grad_KDL = torch.autograd.grad(losses["aux"].sum(), m.W_enc_KDL, retain_graph=True)[0]
+    sum(losses.values()).sum().backward()
+    return losses, m, any(seen)
+
+
+@pytest.mark.parametrize("variant", ["topk", "abstopk", "batchtopk", "matryoshka"])
+@pytest.mark.parametrize("n_dead", [(1,), (8,), (0, 1, 5), (3, 8, 0, 2), (9, 2), (0, 24, 1)])
+@pytest.mark.parametrize("fast", [True, False])
+def test_aux_loss_over_dead_columns_equals_ranked_aux_loss(variant, n_dead, fast, monkeypatch):
+    """n_dead ≤ k_aux (8 here) in every SAE: the aux-k loss over the dead columns (padded to the pack's max) has
+    the ranked path's value and gradients (AbsTopK: signed, ranked by |pre|), and in the sparse step no gradient
+    reaches the dense pre-activations; more dead than k_aux anywhere: the ranked path for the whole pack."""
+    with monkeypatch.context() as mp:
+        lc, mc, dense_c = _aux_step(True, variant, n_dead, mp, fast)
+    with monkeypatch.context() as mp:
+        lr, mr, dense_r = _aux_step(False, variant, n_dead, mp, fast)
+    assert mc.cfgs[0].k_aux == 8 and set(lc) == set(lr) == {"mse", "aux"}
+    torch.testing.assert_close(lc["aux"], lr["aux"], rtol=1e-5, atol=1e-7)
+    assert all((float(a) > 0) == (n > 0) for a, n in zip(lc["aux"].detach(), n_dead, strict=True))
+    for (name, pc), pr in zip(mc.named_parameters(), mr.parameters(), strict=True):
+        torch.testing.assert_close(pc.grad, pr.grad, rtol=1e-4, atol=1e-6, msg=name)
+    if fast:
+        assert dense_r and dense_c == (max(n_dead) > 8)
+    # the aux gradient reaches exactly the dead columns of W_enc
+    assert torch.equal(mc.aux_grad_KDL.abs().sum(1) > 0, mc.dead_KL)
+
+
 def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
     g = torch.Generator().manual_seed(0)
     pre = torch.randn(3, 64, 40, generator=g)

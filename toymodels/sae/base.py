@@ -170,14 +170,18 @@ class PackedSAE(nn.Module):
         """[K, B, D] encoder input (x − b_dec if apply_b_dec_to_input)."""
         return x_BD - self.b_dec_KD[:, None, :] if self.apply_b_dec_to_input else x_BD.expand(self.K, -1, -1)
 
-    def pre_acts(self, x_BD: torch.Tensor) -> torch.Tensor:
+    def pre_acts(self, x_BD: torch.Tensor, idx_KN: torch.Tensor | None = None) -> torch.Tensor:
         """[K, B, L] encoder pre-activations (x − b_dec) W_enc + b_enc, computed as x W_enc + (b_enc − b_dec W_enc)
-        so that the backward pass needs no [B, D] gradient for the shared, grad-free input."""
-        bias_KL = self.b_enc_KL
+        so that the backward pass needs no [B, D] gradient for the shared, grad-free input. With `idx_KN`
+        ([K, N] latent indices): only those columns, [K, B, N] (their gradients touch only those columns)."""
+        W_KDL, bias_KL = self.W_enc_KDL, self.b_enc_KL
+        if idx_KN is not None:
+            W_KDL = W_KDL.gather(2, idx_KN[:, None, :].expand(-1, W_KDL.shape[1], -1))
+            bias_KL = bias_KL.gather(1, idx_KN)
         if self.apply_b_dec_to_input:
-            bias_KL = bias_KL - torch.bmm(self.b_dec_KD[:, None, :], self.W_enc_KDL).squeeze(1)
+            bias_KL = bias_KL - torch.bmm(self.b_dec_KD[:, None, :], W_KDL).squeeze(1)
         with matmul_autocast():  # bf16 precision: the dense product in bfloat16, back to float32 (else a no-op)
-            pre = torch.baddbmm(bias_KL[:, None, :], x_BD.expand(self.K, -1, -1), self.W_enc_KDL)
+            pre = torch.baddbmm(bias_KL[:, None, :], x_BD.expand(self.K, -1, -1), W_KDL)
         return pre.float()
 
     def encode(self, x_BD: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,15 @@ def crow_of(sorted_rows: np.ndarray, n_rows: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.bincount(sorted_rows, minlength=n_rows))])
 
 
+def cumsum0_(t_P: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """In-place cumulative (suffix if `reverse`) sum over dim 0: cumsum(0) (reverse: flip·cumsum·flip) up to
+    float rounding (CPU cumsum accumulates in float64) in P − 1 whole-slice adds, faster over a short dim 0."""
+    P = t_P.shape[0]
+    for j in (range(P - 2, -1, -1) if reverse else range(1, P)):
+        t_P[j] += t_P[j + 1] if reverse else t_P[j - 1]
+    return t_P
+
+
 class SparseStep(torch.autograd.Function):
     """(mse_K, pre_KBL, recon_KBD, sel_K, fired_KL) of a batch; gradients for (W_enc, b_enc, W_dec, b_dec) by
     hand (module docstring). A gradient arriving on pre (the aux-k loss) adds a dense x·∂pre product, only in
@@ -66,7 +75,7 @@ class SparseStep(torch.autograd.Function):
             grow_n, row_n, col_n, v_n, pos_n = (a[order] for a in (grow_n, row_n, col_n, v_n, pos_n))
         A = csr(crow_of(grow_n, P * K * B), col_n, v_n, (P * K * B, K * L))
         part = torch.mm(A, W_dec_KLD.reshape(K * L, D)).view(P, K, B, D)
-        recon_PKBD = part.cumsum(0).add_(b_dec_KD[:, None, :]) if P > 1 else part.add_(b_dec_KD[:, None, :])
+        recon_PKBD = cumsum0_(part).add_(b_dec_KD[:, None, :])
         err_PKBD = recon_PKBD - x_BD
         sq_PK = err_PKBD.pow(2).sum((-1, -2)) / B
         w_KP = None if P == 1 else prefixes[1].to(sq_PK.dtype)
@@ -89,8 +98,7 @@ class SparseStep(torch.autograd.Function):
         if g_mse is not None:
             coef_PK = (g_mse * (2.0 / B))[None, :] if P == 1 else (g_mse[:, None] * (2.0 / B) * ctx.w_KP).T
             dr = err * coef_PK[:, :, None, None]  # ∂x̂_j
-            if P > 1:
-                dr = dr.flip(0).cumsum(0).flip(0)  # block j's entries feed every prefix j' ≥ j
+            dr = cumsum0_(dr, reverse=True)  # block j's entries feed every prefix j' ≥ j
             db_dec = dr[0].sum(1)
             dr = dr.view(P * K * B, D)
             # transposed pattern (sorted by latent): ∂W_dec = Aᵀ ∂x̂ and ∂W_encᵀ = ∂Fᵀ (x − b_dec) as CSR

@@ -27,6 +27,10 @@ SPARSE_MAX_DENSITY = 0.02
 """Decode through only the active rows when at most this fraction of the latents is active per sample; above it
 one dense product is faster on CPU than the gathers and index-adds."""
 
+AUX_DEAD_COLUMNS = True
+"""aux-k loss: a product over the dead columns only when no SAE has more than k_aux dead latents (False: always
+the ranked top-k_aux path; the tests compare the two)."""
+
 
 class _SparseDecode(torch.autograd.Function):
     """out[dest[j]] += vals[j] · W[rows[j]] for a flat list of n active (value, row, destination) entries.
@@ -66,23 +70,38 @@ def sparse_decode(vals_KBk, idx_KBk, W_dec_KLD, b_KD=None):
     return decode_entries(vals_KBk.reshape(K, -1), idx_KBk.reshape(K, -1), sample, W_dec_KLD, B, b_KD)
 
 
-def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int, by_magnitude: bool = False):
+def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int, by_magnitude: bool = False,
+               pre_at=None):
     """[K] aux-k loss: the top-k_aux *dead* latents reconstruct the detached residual x − x̂ (no decoder bias,
     which is already inside x̂), normalised by the residual's own squared norm. Zero where nothing is dead.
-    `by_magnitude` (AbsTopK): rank the dead latents by |pre-activation| and keep their signed values."""
+    `by_magnitude` (AbsTopK): rank the dead latents by |pre-activation| and keep their signed values.
+
+    When no SAE has more than k_aux dead latents (the usual case) every dead latent is used, so no ranking is
+    needed: the loss is a [B, n_dead] × [n_dead, D] product over each SAE's dead columns (padded to the pack's
+    max n_dead, padding masked to 0), their pre-activations from `pre_at(idx_KN)` → [K, B, N] if given (e.g.
+    `sae.pre_acts(x, idx_KN)`: then no gradient reaches the dense pre_KBL), else gathered from pre_KBL."""
     resid_KBD = (x_BD - recon_KBD).detach()
-    k_aux = min(k_aux, pre_KBL.shape[-1])
-    key_KBL = pre_KBL.abs() if by_magnitude else pre_KBL
-    masked = torch.where(dead_KL[:, None, :], key_KBL, torch.full_like(pre_KBL, -torch.inf))
-    vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
-    if by_magnitude:
-        vals = torch.where(torch.isfinite(vals), pre_KBL.gather(-1, idx), vals)
-    # no ReLU here: dead latents usually have negative pre-activations and must still get a gradient
-    vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals))
-    if k_aux <= SPARSE_MAX_DENSITY * pre_KBL.shape[-1]:
-        aux_recon = sparse_decode(vals, idx, W_dec_KLD)
-    else:  # k_aux = d_in/2 is often several % of the latents: one dense product beats 64 gathers per sample
-        aux_recon = torch.bmm(torch.zeros_like(pre_KBL).scatter(-1, idx, vals), W_dec_KLD)
+    K, B, L = pre_KBL.shape
+    k_aux = min(k_aux, L)
+    n_max = int(dead_KL.sum(-1).max())
+    if AUX_DEAD_COLUMNS and n_max <= k_aux:
+        idx_KN = torch.argsort((~dead_KL).to(torch.uint8), dim=-1, stable=True)[:, :n_max]  # dead first
+        live_KN = dead_KL.gather(1, idx_KN)
+        pre_KBN = pre_at(idx_KN) if pre_at is not None else pre_KBL.gather(2, idx_KN[:, None, :].expand(K, B, -1))
+        vals_KBN = torch.where(live_KN[:, None, :], pre_KBN, torch.zeros_like(pre_KBN))
+        aux_recon = torch.bmm(vals_KBN, W_dec_KLD.gather(1, idx_KN[:, :, None].expand(-1, -1, W_dec_KLD.shape[2])))
+    else:
+        key_KBL = pre_KBL.abs() if by_magnitude else pre_KBL
+        masked = torch.where(dead_KL[:, None, :], key_KBL, torch.full_like(pre_KBL, -torch.inf))
+        vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
+        if by_magnitude:
+            vals = torch.where(torch.isfinite(vals), pre_KBL.gather(-1, idx), vals)
+        # no ReLU here: dead latents usually have negative pre-activations and must still get a gradient
+        vals = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals))
+        if k_aux <= SPARSE_MAX_DENSITY * L:
+            aux_recon = sparse_decode(vals, idx, W_dec_KLD)
+        else:  # k_aux = d_in/2 is often several % of the latents: one dense product beats 64 gathers per sample
+            aux_recon = torch.bmm(torch.zeros_like(pre_KBL).scatter(-1, idx, vals), W_dec_KLD)
     err = (aux_recon - resid_KBD).pow(2).sum(-1).mean(-1)
     base = resid_KBD.pow(2).sum(-1).mean(-1).clamp_min(1e-12)
     return torch.where(dead_KL.any(-1), err / base, torch.zeros_like(err))
@@ -168,7 +187,7 @@ class TopKFamily(PackedSAE):
         """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""
         if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
             aux = aux_k_loss(x_BD, recon_KBD, pre_KBL, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux,
-                             self.aux_by_magnitude)
+                             self.aux_by_magnitude, lambda idx_KN: self.pre_acts(x_BD, idx_KN))
             return {"aux": self.per_sae("aux_coeff") * aux}
         return {}
 
