@@ -231,3 +231,20 @@ def test_calibration_leaves_integer_k_saes_alone():
     (sae,) = train_saes([SAEConfig(variant="topk", d_in=32, d_sae=64, k=4, seed=0)], X,
                         SAETrainConfig(steps=5, batch_size=256, progress=False))
     assert calibrate_l0(sae, X, 2.5) is sae
+
+
+def test_quadratic_jumprelu_controller_steers_the_centre_not_lambda():
+    """sparsity_loss=quadratic with target_l0: the PI step moves the quadratic's centre (down when L0 is above
+    target), λ stays at l0_coeff; the step mode still steers λ."""
+    from toymodels.sae.train import pack
+
+    m = pack([SAEConfig(variant="jumprelu", d_in=8, d_sae=16, sparsity_loss="quadratic", target_l0=4, seed=0)])
+    lam, centre = m.sparsity_coeff(0.5).clone(), float(m.log_centre_K.exp())
+    assert centre == pytest.approx(4.0)
+    m.after_step(torch.tensor([6.0]), frac=0.5)  # e = +0.5
+    assert float(m.log_centre_K.exp()) == pytest.approx(4.0 * math.exp(-0.05 * 0.5))
+    torch.testing.assert_close(m.sparsity_coeff(0.5), lam)
+    assert m.summary(0)["quadratic_centre"] == pytest.approx(float(m.log_centre_K.exp()))
+    step = pack([SAEConfig(variant="jumprelu", d_in=8, d_sae=16, target_l0=4, seed=0)])
+    step.after_step(torch.tensor([6.0]), frac=0.5)
+    assert float(step.sparsity_coeff(0.5)) == pytest.approx(0.5 * math.exp(0.05 * 0.5))

@@ -9,7 +9,8 @@ step's lr / peak lr (the SAE responds more slowly as lr decays). It starts from 
 from the end of the warm-up on, so the weak warm-up penalty's high L0 does not wind it up; Δe is 0 on its first
 step. Measured (tests/test_sae_l0.py, slow): held-out L0 within −1.2 %…+0.03 % of targets 3/6/12 for relu,
 relu_april, gated and jumprelu (jumprelu with threshold_lr_scale 3: with 1, λ collapses while the thresholds
-cannot follow, and L0 ends 20–40 % low).
+cannot follow, and L0 ends 20–40 % low). JumpReLU's quadratic loss steers its centre instead of λ, and
+p_anneal runs at a higher gain (their `after_step` / `l0_gain`).
 
 On CPU the variants train through the sparse step (`sparse_step.EncodeAt`/`DecodeAt`) when the batch's support
 (the entries that can get a gradient) is at most `SPARSE_MAX_DENSITY` of [K, B, L]; the autograd path over dense
@@ -102,14 +103,19 @@ class PenaltySAE(PackedSAE):
     def after_step(self, l0_K: torch.Tensor, frac: float, lr_factor: float = 1.0) -> None:
         """PI control of log λ towards each SAE's target (SAEs without one are untouched); the gains follow the
         learning-rate schedule (`lr_factor` = lr / peak lr), since the SAE's response slows with it."""
-        if not self.controlled_K.any():
-            return
+        if self.controlled_K.any():
+            self.log_coeff_K += self.control_step(l0_K, frac, lr_factor)
+
+    @torch.no_grad()
+    def control_step(self, l0_K: torch.Tensor, frac: float, lr_factor: float) -> torch.Tensor:
+        """[K] PI increment lr_factor · gain · (e + P_OVER_I · Δe) (0 for uncontrolled SAEs and in the warm-up);
+        records e."""
         on_K = self.controlled_K & (frac >= self.per_sae("l1_warmup_frac"))
         err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
         d_err_K = torch.nan_to_num(err_K - self.err_K)  # 0 on the first controlled step: no kick
         step_K = lr_factor * self.per_sae("l0_gain") * (err_K + P_OVER_I * d_err_K)
-        self.log_coeff_K += torch.where(on_K, step_K, 0.0)
         self.err_K.copy_(torch.where(on_K, err_K, math.nan))
+        return torch.where(on_K, step_K, 0.0)
 
     fast_path = True
     """Use the sparse step on CPU when the support is sparse enough (`support`)."""
