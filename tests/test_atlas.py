@@ -159,9 +159,9 @@ def test_at_density_one_no_variant_identifies_the_features(quick):
 def test_at_density_one_a_fixed_l1_penalty_and_long_training_do_not_identify_the_features_either():
     """Not an artefact of exact L0 or of short runs: at 4 → 8, density 1, 2n latents, a ReLU SAE with a fixed L1
     coefficient (0.1, no L0 target) trained 3000 steps reconstructs almost perfectly yet does not find the
-    features (measured EV 0.995, signed MMCS 0.52–0.55 over 3 seeds; TopK k = n: EV 1.000, MMCS 0.54–0.59).
-    With the decoder bias free the data, a box of U[0,1] magnitudes, looks the same from each of its corners,
-    and the codes |x_i − c_i| seen from another corner are again U[0,1]: the L1 cost cannot tell them apart."""
+    features (measured EV 0.995, MMCS 0.56–0.63 over 3 seeds, down from 0.70–0.79 at 600 steps; TopK k = n:
+    EV 1.000, MMCS 0.66–0.84). Dense U[0,1] magnitudes are sub-Gaussian, and a mix of features is closer to
+    Gaussian, so it has a smaller mean |code| at equal variance: L1 pulls the decoder towards mixtures."""
     from toymodels.config import ToyConfig, TrainConfig
     from toymodels.groundtruth.metrics import cos
     from toymodels.groundtruth.toydata import toy_dataset
@@ -182,7 +182,7 @@ def test_at_density_one_a_fixed_l1_penalty_and_long_training_do_not_identify_the
         h = ds.hidden[16384:]
         ev = 1 - float((sae.decode(sae.encode(h)) - h).pow(2).sum() / (h - h.mean(0)).pow(2).sum())
         mmcs = float(cos(sae.W_dec, ds.feature_vectors).max(1).values.mean())
-        assert ev >= 0.98 and mmcs <= 0.8, (c.variant, c.seed, ev, mmcs)
+        assert ev >= 0.98 and mmcs <= (0.75 if c.variant == "relu" else 0.9), (c.variant, c.seed, ev, mmcs)
 
 
 @pytest.mark.slow
