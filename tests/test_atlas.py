@@ -150,7 +150,7 @@ def test_without_superposition_topk_and_mp_recover_every_feature_of_sparse_data(
 def test_at_density_one_no_variant_identifies_the_features(quick):
     """Density 1 (every feature always on) at the exact true L0 = n: the sparsity constraint is void and any
     invertible mix of the features reconstructs as well, so no variant recovers the features even at m ≥ n
-    (measured median MMCS 0.61–0.69). The issue's '≥ 0.99 at density 1 and m ≥ n' cannot hold at exact L0."""
+    (measured median MMCS 0.64–0.72). The issue's '≥ 0.99 at density 1 and m ≥ n' cannot hold at exact L0."""
     sub = quick[(quick.m >= quick.n) & (quick.density == 1)]
     assert (sub.groupby("variant").mmcs.median() < 0.9).all()
 
