@@ -102,7 +102,7 @@ SAE_KEYS = keyed(["d_sae", "k", "k_start", "aux_k", "steps", "batch_size", "dead
                   "resample_every", "warmup_steps"],
                  ["variant", "l1_coeff", "l1_warmup_frac", "l0_coeff", "bandwidth", "threshold_init",
                   "threshold_lr_scale", "aux_coeff", "prefixes", "prefix_weights", "threshold_momentum", "b_dec_init",
-                  "init_scale", "seed", "name", "lr", "betas", "decay_frac", "normalize", "resample_until",
+                  "init_scale", "seed", "name", "lr", "betas", "decay_frac", "grad_clip", "normalize", "resample_until",
                   "resample_min_rate", "d_in"])
 DATA_KEYS = keyed(["n_features", "d_model", "correlation_rank", "n_roots", "branching", "depth", "n_samples"],
                   ["firing", "p_max", "p_min", "zipf_exponent", "magnitude_mean", "magnitude_max", "magnitude_min",

@@ -282,3 +282,25 @@ def test_init_never_starts_at_a_same_seed_dictionary():
         V_FD = Dictionary(SyntheticConfig(n_features=24, d_model=16, n_roots=0, seed=seed)).vectors
         for other in (plain_LD, V_FD):
             assert (W_LD * other).sum(-1).abs().max() < 0.9  # no row starts on its same-index twin
+
+
+def test_grad_clip_is_per_sae(assert_packed_equals_alone):
+    """`grad_clip` scales each SAE's whole gradient to the cap (a small one is untouched), so packing is unchanged."""
+    from toymodels.sae.train import clip_grad_per_sae
+
+    m = pack([_cfg("gated", seed=0), _cfg("gated", seed=1)])
+    for p in m.parameters():
+        p.grad = torch.randn_like(p) * torch.tensor([10.0, 1e-3]).view(-1, *[1] * (p.ndim - 1))
+    before_K = torch.stack([p.grad.reshape(2, -1).pow(2).sum(1) for p in m.parameters()]).sum(0).sqrt()
+    clip_grad_per_sae(m, 1.0)
+    after_K = torch.stack([p.grad.reshape(2, -1).pow(2).sum(1) for p in m.parameters()]).sum(0).sqrt()
+    assert before_K[0] > 10 and after_K[0] == pytest.approx(1.0, rel=1e-5)
+    assert after_K[1] == pytest.approx(float(before_K[1]), rel=1e-6)
+    X = _data()
+    cfgs = [_cfg(v, seed=s, target_l0=4) for v in ("relu", "gated") for s in (1, 2)]
+    tc = dataclasses.replace(TC, grad_clip=0.05)
+    assert_packed_equals_alone(cfgs, X, tc)
+    clipped, free = train_saes(cfgs[:1], X, tc)[0], train_saes(cfgs[:1], X, TC)[0]
+    assert (clipped.W_dec - free.W_dec).abs().max() > 1e-3  # the cap was active
+    with pytest.raises(ConfigError, match="grad_clip"):
+        SAETrainConfig(grad_clip=-1)

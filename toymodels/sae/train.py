@@ -47,6 +47,9 @@ class SAETrainConfig:
     """Linear lr warm-up steps (≥ 0, < steps)."""
     decay_frac: float = 0.2
     """Fraction of training at the end over which lr decays linearly to 0 (in [0, 1))."""
+    grad_clip: float = 0.0
+    """Clip each SAE's gradient (all its parameters together, after the decoder-row projection) to at most this
+    norm, in normalised-data units (≥ 0; 0 = off). SAELens's trainer clips at 1 on its raw data."""
     normalize: bool = True
     """Scale the data by one constant so E‖x‖² = d_in while training (folded back into the exported SAE)."""
     dead_after: int = 100_000
@@ -83,6 +86,7 @@ class SAETrainConfig:
                   getattr(self, name))
         check(_is_seed(self.seed), "seed", SEED_RANGE, self.seed)
         check(_is_num(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
+        check(_is_num(self.grad_clip) and self.grad_clip >= 0, "grad_clip", "a number ≥ 0 (0 = off)", self.grad_clip)
         check(isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
               and all(_is_num(b) and 0 <= b < 1 for b in self.betas), "betas",
               "two numbers in [0, 1)", self.betas)
@@ -105,6 +109,17 @@ def lr_factor(step: int, tc: SAETrainConfig) -> float:
     if tc.decay_frac > 0 and step >= decay_start:
         return max(0.0, (tc.steps - step) / (tc.steps - decay_start))
     return 1.0
+
+
+@torch.no_grad()
+def clip_grad_per_sae(m: PackedSAE, max_norm: float) -> None:
+    """Scale each SAE's gradient down to norm ≤ `max_norm` (every parameter has the leading K dim), so a packed SAE
+    is clipped as it would be alone."""
+    grads = [p.grad for p in m.parameters() if p.grad is not None]
+    norm_K = torch.stack([g.reshape(m.K, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    scale_K = (max_norm / (norm_K + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale_K.view(-1, *[1] * (g.ndim - 1)))
 
 
 def batches(data, tc: SAETrainConfig, device: torch.device | None = None) -> Iterator[torch.Tensor]:
@@ -244,6 +259,8 @@ def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -
             opts[key].zero_grad(set_to_none=True)
             loss_K.sum().backward()
             m.pre_step()
+            if tc.grad_clip:
+                clip_grad_per_sae(m, tc.grad_clip)
             opts[key].step()
             m.post_step()
             with torch.no_grad():
