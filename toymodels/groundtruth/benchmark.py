@@ -86,6 +86,10 @@ class BenchmarkConfig:
     """SAE batch size (≥ 1)."""
     lr: float = 1e-3
     """SAE learning rate (> 0)."""
+    grad_clip: float = 0.0
+    """Clip each SAE's gradient to at most this norm (≥ 0; 0 = off); see SAETrainConfig.grad_clip."""
+    normalize: bool = True
+    """Train on data scaled so E‖x‖² = d_model (SAETrainConfig.normalize); false: on the raw data."""
     resample_every: int = 0
     """Resample dead latents every this many steps (≥ 0; 0 = never); see SAETrainConfig."""
     resample_until: float = 0.5
@@ -184,6 +188,7 @@ class BenchmarkConfig:
         from toymodels.sae import SAETrainConfig
 
         return SAETrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.data_seed,
+                              grad_clip=self.grad_clip, normalize=self.normalize,
                               resample_every=self.resample_every, resample_until=self.resample_until,
                               resample_min_rate=self.resample_min_rate, progress=self.progress,
                               device=self.device, precision=self.precision)
@@ -278,7 +283,8 @@ def run_key(cfg: BenchmarkConfig) -> str:
     from toymodels.outdir import sha256
 
     body = {k: v for k, v in (to_dict(cfg) | {"dataset": to_dict(cfg.dataset)}).items()
-            if k not in ("out", "progress", "description", "device", "precision")}
+            if k not in ("out", "progress", "description", "device", "precision")
+            and (k, v) not in (("grad_clip", 0), ("normalize", True))}  # defaults: older keys stay valid
     body |= hash_fields(cfg.device, cfg.precision)  # nothing on the CPU at float32: older keys stay valid
     if cfg.dataset_file:
         body["dataset_file"] = sha256(cfg.dataset_file)
@@ -513,7 +519,7 @@ def pareto_figure(df: pd.DataFrame):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4), layout="constrained")
     variants = list(dict.fromkeys(df["variant"]))
     palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20").colors
     colors = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
@@ -533,6 +539,6 @@ def pareto_figure(df: pd.DataFrame):
         ax.set_xlabel("L0 (active latents / sample)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8)  # off the points
     fig.suptitle("SAEs on ground truth: sparsity vs recovery (dashed: the L0 they are compared at)")
     return fig
