@@ -28,7 +28,10 @@ import torch
 
 
 def csr(crow, col, vals, shape) -> torch.Tensor:
-    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted)."""
+    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted).
+    numpy indices become int32 where they fit: MKL's CSR products are ~10 % faster with them than int64."""
+    if isinstance(crow, np.ndarray) and isinstance(col, np.ndarray) and max(*shape, len(col)) < 2**31:
+        crow, col = crow.astype(np.int32), col.astype(np.int32)
     with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta" (CPU spmm is MKL's, stable)
         warnings.simplefilter("ignore")
         t = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (crow, col, vals)]
