@@ -115,6 +115,37 @@ def test_aux_loss_over_dead_columns_equals_ranked_aux_loss(variant, n_dead, fast
     assert torch.equal(mc.aux_grad_KDL.abs().sum(1) > 0, mc.dead_KL)
 
 
+@pytest.mark.parametrize("variant", ["topk", "abstopk", "batchtopk"])
+@pytest.mark.parametrize("streams", [False, True])
+def test_hand_written_dead_columns_aux_equals_autograd(variant, streams, monkeypatch):
+    """The dead-columns aux-k loss by `_DeadColumnsAux` (dead pre-activations gathered from the step's pre,
+    gradients by hand) has the autograd version's value and gradients, on one batch and on [K, B, D] streams."""
+    from toymodels.sae import topk
+
+    x = torch.stack([_x(seed=s) for s in range(3)]) if streams else _x()
+    calls, apply = [], topk._DeadColumnsAux.apply
+    monkeypatch.setattr(topk._DeadColumnsAux, "apply", lambda *a: calls.append(1) or apply(*a))
+    got = []
+    for hand in (True, False):
+        monkeypatch.setattr(topk, "AUX_HAND_BACKWARD", hand)
+        m = pack([SAEConfig(variant=variant, d_in=16, d_sae=24, k=3, seed=i) for i in range(3)])
+        with torch.no_grad():
+            m.b_enc_KL.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+            m.b_dec_KD.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+        m.dead_KL = torch.zeros(3, 24, dtype=torch.bool)
+        m.dead_KL[1, [0, 7]] = m.dead_KL[2, [3, 4, 9, 20, 23]] = True  # SAE 0: none dead
+        losses, _ = m.loss_terms(x, 0.5)
+        sum(losses.values()).sum().backward()
+        got.append((losses, m))
+    assert len(calls) == 1
+    (lh, mh), (la, ma) = got
+    torch.testing.assert_close(lh["aux"], la["aux"], rtol=1e-5, atol=1e-7)
+    aux = lh["aux"].detach()
+    assert float(aux[0]) == 0 and bool((aux[1:] > 0).all())
+    for (name, ph), pa in zip(mh.named_parameters(), ma.parameters(), strict=True):
+        torch.testing.assert_close(ph.grad, pa.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_selection_is_exact_top_k_b_with_prefilter_and_fallback():
     g = torch.Generator().manual_seed(0)
     pre = torch.randn(3, 64, 40, generator=g)

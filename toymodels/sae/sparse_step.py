@@ -28,7 +28,10 @@ import torch
 
 
 def csr(crow, col, vals, shape) -> torch.Tensor:
-    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted)."""
+    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted).
+    numpy indices become int32 where they fit: MKL's CSR products are ~10 % faster with them than int64."""
+    if isinstance(crow, np.ndarray) and isinstance(col, np.ndarray) and max(*shape, len(col)) < 2**31:
+        crow, col = crow.astype(np.int32), col.astype(np.int32)
     with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta" (CPU spmm is MKL's, stable)
         warnings.simplefilter("ignore")
         t = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (crow, col, vals)]
@@ -71,12 +74,14 @@ class SparseStep(torch.autograd.Function):
         if P > 1:
             block_n = np.searchsorted(np.asarray(prefixes[0]), l_n, side="right")
             grow_n = block_n * (K * B) + row_n
-            order = np.argsort(grow_n, kind="stable")  # rows ascending, columns ascending within a row
+            # by (block, row, column): entries come by (row, column), so a stable sort by block (radix) suffices
+            order = np.argsort(block_n.astype(np.int8 if P < 128 else np.int64), kind="stable")
             grow_n, row_n, col_n, v_n, pos_n = (a[order] for a in (grow_n, row_n, col_n, v_n, pos_n))
         A = csr(crow_of(grow_n, P * K * B), col_n, v_n, (P * K * B, K * L))
         part = torch.mm(A, W_dec_KLD.reshape(K * L, D)).view(P, K, B, D)
         recon_PKBD = cumsum0_(part).add_(b_dec_KD[:, None, :])
-        err_PKBD = recon_PKBD - x_BD
+        recon = recon_PKBD[-1].clone() if P > 1 else recon_PKBD[0]
+        err_PKBD = recon_PKBD.sub_(x_BD) if P > 1 else recon_PKBD - x_BD  # P > 1: no second [P, K, B, D]
         sq_PK = err_PKBD.pow(2).sum((-1, -2)) / B
         w_KP = None if P == 1 else prefixes[1].to(sq_PK.dtype)
         mse = sq_PK[0] if P == 1 else (sq_PK.T * w_KP).sum(-1)
@@ -84,7 +89,6 @@ class SparseStep(torch.autograd.Function):
         fired = torch.from_numpy(cnt_L).view(K, L)
         ctx.save_for_backward(x_BD, W_enc_KDL, W_dec_KLD, b_dec_KD, err_PKBD)
         ctx.A, ctx.w_KP, ctx.entries = A, w_KP, (row_n, grow_n, col_n, v_n, pos_n, cnt_L)
-        recon = recon_PKBD[-1]
         ctx.mark_non_differentiable(recon, sel_K, fired)
         return mse, pre, recon, sel_K, fired
 

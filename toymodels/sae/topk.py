@@ -30,6 +30,9 @@ one dense product is faster on CPU than the gathers and index-adds."""
 AUX_DEAD_COLUMNS = True
 """aux-k loss: a product over the dead columns only when no SAE has more than k_aux dead latents (False: always
 the ranked top-k_aux path; the tests compare the two)."""
+AUX_HAND_BACKWARD = True
+"""The dead-columns aux-k loss on CPU as one hand-written forward/backward (`_DeadColumnsAux`) instead of ~40
+small autograd ops (False: autograd; the tests compare the two)."""
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -70,8 +73,52 @@ def sparse_decode(vals_KBk, idx_KBk, W_dec_KLD, b_KD=None):
     return decode_entries(vals_KBk.reshape(K, -1), idx_KBk.reshape(K, -1), sample, W_dec_KLD, B, b_KD)
 
 
+class _DeadColumnsAux(torch.autograd.Function):
+    """`aux_k_loss` over each SAE's N dead columns idx_KN (live_KN False: padding) with the gradients by hand:
+    the dead latents' pre-activations (gathered from the step's detached pre_KBL = s·W_enc + b_enc, s = x − b_dec
+    if `sub_b_dec`, else x) reconstruct the detached residual through W_dec[idx]; every product is [B, N]-sized
+    and the gradients reach those N columns of W_enc/b_enc and rows of W_dec (and b_dec) only."""
+
+    @staticmethod
+    def forward(ctx, W_enc_KDL, b_enc_KL, W_dec_KLD, b_dec_KD, x_BD, pre_KBL, resid_KBD, idx_KN, live_KN,
+                sub_b_dec):
+        K, D, _ = W_enc_KDL.shape
+        B, N = resid_KBD.shape[1], idx_KN.shape[1]
+        s_KBD = x_BD - b_dec_KD[:, None, :] if sub_b_dec else x_BD.expand(K, B, D)
+        Wd_KND = W_dec_KLD.gather(1, idx_KN[:, :, None].expand(K, N, D))
+        v_KBN = pre_KBL.detach().gather(2, idx_KN[:, None, :].expand(K, B, N))
+        v_KBN.masked_fill_(~live_KN[:, None, :], 0.0)
+        e_KBD = torch.bmm(v_KBN, Wd_KND).sub_(resid_KBD)
+        base_K = resid_KBD.pow(2).sum(-1).mean(-1).clamp_min(1e-12)
+        any_K = live_KN.any(-1)
+        scale_K = torch.where(any_K, 2.0 / (B * base_K), torch.zeros_like(base_K))  # ∂loss/∂e = scale · e
+        ctx.save_for_backward(W_enc_KDL, s_KBD, Wd_KND, v_KBN, e_KBD, idx_KN, live_KN, scale_K)
+        ctx.sub_b_dec = sub_b_dec
+        out_K = e_KBD.pow(2).sum(-1).mean(-1) / base_K
+        return torch.where(any_K, out_K, torch.zeros_like(out_K))
+
+    @staticmethod
+    def backward(ctx, g_K):
+        W_enc, s_KBD, Wd_KND, v_KBN, e_KBD, idx_KN, live_KN, scale_K = ctx.saved_tensors
+        K, D, L = W_enc.shape
+        N = idx_KN.shape[1]
+        ge_KBD = e_KBD * (g_K * scale_K)[:, None, None]
+        gv_KBN = torch.bmm(ge_KBD, Wd_KND.transpose(1, 2)).masked_fill_(~live_KN[:, None, :], 0.0)
+        db_KN = gv_KBN.sum(1)
+        dW_enc = torch.zeros_like(W_enc).scatter_(2, idx_KN[:, None, :].expand(K, D, N),
+                                                  torch.bmm(s_KBD.transpose(1, 2), gv_KBN))
+        db_enc = torch.zeros(K, L, dtype=W_enc.dtype, device=W_enc.device).scatter_(1, idx_KN, db_KN)
+        dW_dec = torch.zeros(K, L, D, dtype=W_enc.dtype, device=W_enc.device).scatter_(
+            1, idx_KN[:, :, None].expand(K, N, D), torch.bmm(v_KBN.transpose(1, 2), ge_KBD))
+        db_dec = None
+        if ctx.sub_b_dec:
+            Wg_KDN = W_enc.gather(2, idx_KN[:, None, :].expand(K, D, N))
+            db_dec = -torch.bmm(Wg_KDN, db_KN[:, :, None]).squeeze(-1)
+        return dW_enc, db_enc, dW_dec, db_dec, None, None, None, None, None, None
+
+
 def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int, by_magnitude: bool = False,
-               pre_at=None):
+               pre_at=None, enc=None):
     """[K] aux-k loss: the top-k_aux *dead* latents reconstruct the detached residual x − x̂ (no decoder bias,
     which is already inside x̂), normalised by the residual's own squared norm. Zero where nothing is dead.
     `by_magnitude` (AbsTopK): rank the dead latents by |pre-activation| and keep their signed values.
@@ -79,7 +126,8 @@ def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int, by_magn
     When no SAE has more than k_aux dead latents (the usual case) every dead latent is used, so no ranking is
     needed: the loss is a [B, n_dead] × [n_dead, D] product over each SAE's dead columns (padded to the pack's
     max n_dead, padding masked to 0), their pre-activations from `pre_at(idx_KN)` → [K, B, N] if given (e.g.
-    `sae.pre_acts(x, idx_KN)`: then no gradient reaches the dense pre_KBL), else gathered from pre_KBL."""
+    `sae.pre_acts(x, idx_KN)`: then no gradient reaches the dense pre_KBL), else gathered from pre_KBL; with
+    `enc` = (W_enc_KDL, b_enc_KL, b_dec_KD, apply_b_dec_to_input) on CPU, the same loss by `_DeadColumnsAux`."""
     resid_KBD = (x_BD - recon_KBD).detach()
     K, B, L = pre_KBL.shape
     k_aux = min(k_aux, L)
@@ -87,6 +135,10 @@ def aux_k_loss(x_BD, recon_KBD, pre_KBL, dead_KL, W_dec_KLD, k_aux: int, by_magn
     if AUX_DEAD_COLUMNS and n_max <= k_aux:
         idx_KN = torch.argsort((~dead_KL).to(torch.uint8), dim=-1, stable=True)[:, :n_max]  # dead first
         live_KN = dead_KL.gather(1, idx_KN)
+        if enc is not None and AUX_HAND_BACKWARD and x_BD.device.type == "cpu":
+            W_enc_KDL, b_enc_KL, b_dec_KD, sub_b_dec = enc
+            return _DeadColumnsAux.apply(W_enc_KDL, b_enc_KL, W_dec_KLD, b_dec_KD, x_BD, pre_KBL, resid_KBD, idx_KN,
+                                         live_KN, sub_b_dec)
         pre_KBN = pre_at(idx_KN) if pre_at is not None else pre_KBL.gather(2, idx_KN[:, None, :].expand(K, B, -1))
         vals_KBN = torch.where(live_KN[:, None, :], pre_KBN, torch.zeros_like(pre_KBN))
         aux_recon = torch.bmm(vals_KBN, W_dec_KLD.gather(1, idx_KN[:, :, None].expand(-1, -1, W_dec_KLD.shape[2])))
@@ -187,7 +239,8 @@ class TopKFamily(PackedSAE):
         """{"aux": [K] weighted aux-k loss} where some latent is dead, else {}."""
         if self.dead_KL is not None and bool(self.dead_KL.any()) and self.per_sae("aux_coeff").any():
             aux = aux_k_loss(x_BD, recon_KBD, pre_KBL, self.dead_KL, self.W_dec_KLD, self.cfgs[0].k_aux,
-                             self.aux_by_magnitude, lambda idx_KN: self.pre_acts(x_BD, idx_KN))
+                             self.aux_by_magnitude, lambda idx_KN: self.pre_acts(x_BD, idx_KN),
+                             (self.W_enc_KDL, self.b_enc_KL, self.b_dec_KD, self.apply_b_dec_to_input))
             return {"aux": self.per_sae("aux_coeff") * aux}
         return {}
 

@@ -232,6 +232,7 @@ def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -
         m.post_step()
     opts = {key: torch.optim.Adam(m.param_groups(), lr=tc.lr, betas=tuple(tc.betas), fused=True)  # element-wise
             for key, m in mods.items()}
+    params = {key: [p for g in opt.param_groups for p in g["params"]] for key, opt in opts.items()}
     since = {key: torch.zeros(m.K, m.L, device=dev) for key, m in mods.items()}  # samples since each last fired
     fires = {key: torch.zeros(m.K, m.L, device=dev) for key, m in mods.items()}  # firings since the last resampling
     hist = [dict(step=[], loss=[], mse=[], L0=[], dead_frac=[]) for _ in configs]
@@ -247,8 +248,9 @@ def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -
             x = _select(x_all, pick[key])  # [B, D], or [K, B, D] for a pack of SAEs on different streams
             m.dead_KL = since[key] >= tc.dead_after
             m.schedule(frac)
+            lr_f = lr_factor(step, tc)
             for pg in opts[key].param_groups:
-                pg["lr"] = tc.lr * lr_factor(step, tc) * pg["lr_scale"]
+                pg["lr"] = tc.lr * lr_f * pg["lr_scale"]
             with precision_context(tc.precision, dev):
                 losses, fired_KL = m.loss_terms(x, frac)
             loss_K = sum(losses.values())
@@ -256,7 +258,8 @@ def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -
                 bad = [m.cfgs[i].label for i in torch.nonzero(~torch.isfinite(loss_K)).flatten().tolist()]
                 raise DivergenceError(f"SAE {', '.join(bad)}: non-finite loss at step {step} "
                                       f"(try a lower lr or check the data)")
-            opts[key].zero_grad(set_to_none=True)
+            for p in params[key]:  # opt.zero_grad(set_to_none=True) without its profiler/hook overhead
+                p.grad = None
             loss_K.sum().backward()
             m.pre_step()
             if tc.grad_clip:
@@ -264,8 +267,9 @@ def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -
             opts[key].step()
             m.post_step()
             with torch.no_grad():
-                m.after_step(fired_KL.sum(-1) / x.shape[-2], frac, lr_factor(step, tc))
-                since[key] = torch.where(fired_KL > 0, torch.zeros_like(since[key]), since[key] + x.shape[-2])
+                l0_K = fired_KL.sum(-1) / x.shape[-2]
+                m.after_step(l0_K, frac, lr_f)
+                since[key].add_(x.shape[-2]).masked_fill_(fired_KL > 0, 0)  # samples are integers: exact in float
                 if tc.resample_min_rate:
                     fires[key] += fired_KL
                 if tc.resample_every and (step + 1) % tc.resample_every == 0 and frac < tc.resample_until:
@@ -275,7 +279,7 @@ def _train_saes(configs, data, tc: SAETrainConfig, dev: torch.device, streams) -
                     resample_dead(m, dead_KL, x, opts[key])
                     since[key][dead_KL] = 0
                     fires[key].zero_()
-                row = torch.stack([loss_K.detach(), losses["mse"].detach(), fired_KL.sum(-1) / x.shape[-2],
+                row = torch.stack([loss_K.detach(), losses["mse"].detach(), l0_K,
                                    (since[key] >= tc.dead_after).float().mean(-1)], -1)  # [K, 4]
                 acc[key] = row if acc[key] is None else acc[key] + row
                 if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
