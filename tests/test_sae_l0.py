@@ -248,3 +248,18 @@ def test_quadratic_jumprelu_controller_steers_the_centre_not_lambda():
     step = pack([SAEConfig(variant="jumprelu", d_in=8, d_sae=16, target_l0=4, seed=0)])
     step.after_step(torch.tensor([6.0]), frac=0.5)
     assert float(step.sparsity_coeff(0.5)) == pytest.approx(0.5 * math.exp(0.05 * 0.5))
+
+
+def test_benchmark_grad_clip_and_normalize_reach_the_trainer_and_keep_older_run_keys():
+    """The leaderboard's `grad_clip`/`normalize` go to every SAE's SAETrainConfig; at their defaults they stay out of
+    the run key, so packs finished before the options existed are still reused."""
+    from toymodels.experiments import compose, to_object
+    from toymodels.groundtruth.benchmark import run_key
+
+    cfg = lambda *o: to_object(compose("benchmark_tiny", list(o), kind="benchmark"))  # noqa: E731
+    clipped = cfg("grad_clip=1", "normalize=false")
+    assert (clipped.train_config().grad_clip, clipped.train_config().normalize) == (1.0, False)
+    assert run_key(cfg("grad_clip=0", "normalize=true")) == run_key(cfg()) != run_key(cfg("grad_clip=1"))
+    assert run_key(cfg("normalize=false")) != run_key(cfg())
+    with pytest.raises(ConfigError, match=r"^grad_clip: must be a number ≥ 0"):
+        cfg("grad_clip=-1")
