@@ -109,22 +109,24 @@ def saelens_sae(arch: str, coeffs: dict):
     import sae_lens.saes as S
 
     base = {"d_in": D, "d_sae": WIDTH}
+    # built on demand: building every config would warn for each (SAELens's matching_pursuit config warns)
     table = {
-        "standard": (S.StandardTrainingSAE, S.StandardTrainingSAEConfig(**base, l1_coefficient=coeffs["standard"])),
-        "standard_april": (S.StandardTrainingSAE, S.StandardTrainingSAEConfig(
+        "standard": lambda: (S.StandardTrainingSAE, S.StandardTrainingSAEConfig(
+            **base, l1_coefficient=coeffs["standard"])),
+        "standard_april": lambda: (S.StandardTrainingSAE, S.StandardTrainingSAEConfig(
             **base, l1_coefficient=coeffs["standard_april"], apply_b_dec_to_input=False)),
-        "topk": (S.TopKTrainingSAE, S.TopKTrainingSAEConfig(**base, k=K)),
-        "batchtopk": (S.BatchTopKTrainingSAE, S.BatchTopKTrainingSAEConfig(**base, k=K)),
-        "matryoshka_batchtopk": (S.MatryoshkaBatchTopKTrainingSAE, S.MatryoshkaBatchTopKTrainingSAEConfig(
+        "topk": lambda: (S.TopKTrainingSAE, S.TopKTrainingSAEConfig(**base, k=K)),
+        "batchtopk": lambda: (S.BatchTopKTrainingSAE, S.BatchTopKTrainingSAEConfig(**base, k=K)),
+        "matryoshka_batchtopk": lambda: (S.MatryoshkaBatchTopKTrainingSAE, S.MatryoshkaBatchTopKTrainingSAEConfig(
             **base, k=K, matryoshka_widths=PREFIXES)),
-        "abstopk": (S.AbsTopKTrainingSAE, S.AbsTopKTrainingSAEConfig(**base, k=K)),
-        "jumprelu": (S.JumpReLUTrainingSAE, S.JumpReLUTrainingSAEConfig(
+        "abstopk": lambda: (S.AbsTopKTrainingSAE, S.AbsTopKTrainingSAEConfig(**base, k=K)),
+        "jumprelu": lambda: (S.JumpReLUTrainingSAE, S.JumpReLUTrainingSAEConfig(
             **base, jumprelu_sparsity_loss_mode="quadratic", target_l0=float(K))),
-        "gated": (S.GatedTrainingSAE, S.GatedTrainingSAEConfig(**base, l1_coefficient=coeffs["gated"])),
-        "matching_pursuit": (S.MatchingPursuitTrainingSAE,
-                             S.MatchingPursuitTrainingSAEConfig(**base, max_iterations=K)),
+        "gated": lambda: (S.GatedTrainingSAE, S.GatedTrainingSAEConfig(**base, l1_coefficient=coeffs["gated"])),
+        "matching_pursuit": lambda: (S.MatchingPursuitTrainingSAE,
+                                     S.MatchingPursuitTrainingSAEConfig(**base, max_iterations=K)),
     }
-    cls, cfg = table[arch]
+    cls, cfg = table[arch]()
     return cls(cfg)
 
 
