@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_saelens import BATCH, PREFIXES, WIDTH, D, K, make_data
+from bench.bench_saelens import BATCH, WIDTH, D, make_data, sae_fields
 
 
 def load_base(tree: str):
@@ -41,7 +41,6 @@ def load_base(tree: str):
 
 def run(mod, v: str, X, stamps: list, turn: list, me: int, out: list) -> None:
     """Train `v` with package `mod`, yielding the thread to the other version after every step."""
-    kw = {"prefixes": PREFIXES} if v == "matryoshka" else {}
     steps = X.shape[0] // BATCH
     tc = mod.SAETrainConfig(steps=steps, batch_size=BATCH, lr=1e-2, progress=False, log_every=steps)
 
@@ -54,7 +53,7 @@ def run(mod, v: str, X, stamps: list, turn: list, me: int, out: list) -> None:
             yield x
 
     turn[me].acquire()
-    out.append(mod.train_saes([mod.SAEConfig(variant=v, d_in=D, d_sae=WIDTH, k=K, **kw)], batches(), tc)[0])
+    out.append(mod.train_saes([mod.SAEConfig(variant=v, d_in=D, d_sae=WIDTH, **sae_fields(v))], batches(), tc)[0])
     turn[1 - me].release()
 
 

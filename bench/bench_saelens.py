@@ -85,18 +85,23 @@ def parse_recipe(text: str) -> tuple[dict, dict]:
     return ({k: v for k, v in kv.items() if k in train_keys}, {k: v for k, v in kv.items() if k not in train_keys})
 
 
-def ours(variant: str, X: torch.Tensor, lr: float, seed: int = 0, recipe: tuple[dict, dict] = ({}, {})):
-    """Train our `variant` (with `recipe` = parse_recipe's overrides); return (CPU seconds, W_dec [L, D],
-    TrainedSAE)."""
-    from toymodels.sae import SAEConfig, SAETrainConfig, train_saes
-
+def sae_fields(variant: str) -> dict:
+    """Our config fields of `variant` at the bench's settings (k or target L0 = K; Matryoshka's prefixes)."""
     kw = {"k": K} if variant in ("topk", "batchtopk", "matryoshka", "abstopk", "matching_pursuit") else \
         {"target_l0": float(K)}
     if variant == "matryoshka":
         kw["prefixes"] = PREFIXES
     if variant == "jumprelu":
         kw["threshold_lr_scale"] = 3.0  # penalty.py: what the controller needs to reach its target
-    cfg = SAEConfig(variant=variant, d_in=D, d_sae=WIDTH, seed=seed, **kw, **recipe[1])
+    return kw
+
+
+def ours(variant: str, X: torch.Tensor, lr: float, seed: int = 0, recipe: tuple[dict, dict] = ({}, {})):
+    """Train our `variant` (with `recipe` = parse_recipe's overrides); return (CPU seconds, W_dec [L, D],
+    TrainedSAE)."""
+    from toymodels.sae import SAEConfig, SAETrainConfig, train_saes
+
+    cfg = SAEConfig(variant=variant, d_in=D, d_sae=WIDTH, seed=seed, **sae_fields(variant), **recipe[1])
     steps = X.shape[0] // BATCH
     tc = SAETrainConfig(**{"steps": steps, "batch_size": BATCH, "lr": lr, "progress": False,
                            "log_every": max(1, steps), **recipe[0]})

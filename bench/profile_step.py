@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from bench.bench_saelens import BATCH, PREFIXES, WIDTH, D, K, make_data
+from bench.bench_saelens import BATCH, WIDTH, D, make_data, sae_fields
 
 T: dict[str, list[float]] = {}
 
@@ -63,8 +63,7 @@ def profile(v: str, X: torch.Tensor, steps: int) -> None:
     """Train `v` for `steps` batches of X and print the per-step medians of the timed pieces."""
     from toymodels.sae import SAEConfig, SAETrainConfig, topk, train_saes
 
-    kw = {"prefixes": PREFIXES} if v == "matryoshka" else {}
-    cfg = SAEConfig(variant=v, d_in=D, d_sae=WIDTH, k=K, **kw)
+    cfg = SAEConfig(variant=v, d_in=D, d_sae=WIDTH, **sae_fields(v))
     stamps, dead = [], []  # batch hand-out times; whether each step has dead latents
     orig = topk.TopKFamily._aux
 
