@@ -89,6 +89,25 @@ def test_controller_steps_each_sae_towards_its_own_target():
     assert m.summary(0)["sparsity_coeff"] == pytest.approx(float(coeff[0])) and m.summary(2) == {}
 
 
+def test_controller_waits_for_l0_to_come_down_before_it_integrates():
+    """Armed at the first post-warm-up step with L0 ≤ target (or at l0_arm_by): before that the falling L0 of the
+    dense start must not wind λ up. Each SAE arms on its own."""
+    from toymodels.sae.train import pack
+
+    m = pack([SAEConfig(variant="relu", d_in=8, d_sae=16, l1_coeff=2.0, target_l0=4, seed=i) for i in range(2)])
+    start = m.log_coeff_K.clone()
+    m.after_step(torch.tensor([40.0, 40.0]), frac=0.1)  # past the warm-up, L0 still far above: nothing moves
+    torch.testing.assert_close(m.log_coeff_K, start)
+    m.after_step(torch.tensor([3.0, 40.0]), frac=0.12)  # SAE 0 reaches its target: armed, e = −0.25, Δe = 0
+    torch.testing.assert_close(m.log_coeff_K, start + torch.tensor([0.05 * -0.25, 0.0]))
+    m.after_step(torch.tensor([5.0, 40.0]), frac=0.13)  # armed stays armed when L0 rises again
+    assert m.log_coeff_K[0] > start[0] - 0.05 * 0.25 and m.log_coeff_K[1] == start[1]
+    m.after_step(torch.tensor([5.0, 40.0]), frac=0.25)  # l0_arm_by: SAE 1 starts regardless, e clipped at +1
+    assert float(m.log_coeff_K[1] - start[1]) == pytest.approx(0.05)
+    with pytest.raises(ConfigError, match="l0_arm_by"):
+        SAEConfig(variant="gated", target_l0=4, l0_arm_by=1.5)
+
+
 def test_topk_family_takes_k_equal_target():
     assert SAEConfig(variant="topk", d_sae=24, target_l0=5).k == 5
     assert SAEConfig(variant="batchtopk", d_sae=24, target_l0=5.5).k == 5.5
@@ -252,7 +271,8 @@ def test_quadratic_jumprelu_controller_steers_the_centre_not_lambda():
 
 def test_benchmark_grad_clip_and_normalize_reach_the_trainer_and_keep_older_run_keys():
     """The leaderboard's `grad_clip`/`normalize` go to every SAE's SAETrainConfig; at their defaults they stay out of
-    the run key, so packs finished before the options existed are still reused."""
+    the run key, so packs finished before the options existed are still reused (at the same TRAINING_REVISION,
+    which is in the key: packs trained by older code are not)."""
     from toymodels.experiments import compose, to_object
     from toymodels.groundtruth.benchmark import run_key
 
@@ -261,5 +281,32 @@ def test_benchmark_grad_clip_and_normalize_reach_the_trainer_and_keep_older_run_
     assert (clipped.train_config().grad_clip, clipped.train_config().normalize) == (1.0, False)
     assert run_key(cfg("grad_clip=0", "normalize=true")) == run_key(cfg()) != run_key(cfg("grad_clip=1"))
     assert run_key(cfg("normalize=false")) != run_key(cfg())
+    import toymodels.sae.train as train_mod
+    key, train_mod.TRAINING_REVISION = run_key(cfg()), train_mod.TRAINING_REVISION + 1
+    try:
+        assert run_key(cfg()) != key
+    finally:
+        train_mod.TRAINING_REVISION -= 1
     with pytest.raises(ConfigError, match=r"^grad_clip: must be a number ≥ 0"):
         cfg("grad_clip=-1")
+
+
+def test_a_pack_key_changes_only_with_that_packs_saes_data_or_training():
+    """Per-pack cache keys: changing one variant's options (or adding a variant) keeps every other pack's key, so a
+    rerun retrains only what changed; the data, the training settings and TRAINING_REVISION change every key."""
+    from toymodels.experiments import compose, to_object
+    from toymodels.groundtruth.benchmark import run_key, sae_grid
+    from toymodels.sae.train import pack_indices
+
+    def keys(*o):
+        cfg = to_object(compose("benchmark_tiny", list(o), kind="benchmark"))
+        grid = sae_grid(cfg, 16, {64: [3.0]})
+        idx = pack_indices([g[0] for g in grid])
+        return {grid[i[0]][3]: run_key(cfg, [grid[j] for j in i]) for i in idx}
+
+    base = keys()
+    relu = keys("+sae_options.relu.init_scale=0.5", "variants=[relu,topk,gated,jumprelu,matryoshka]")
+    assert relu["relu"] != base["relu"]
+    assert all(relu[v] == base[v] for v in relu if v != "relu")
+    assert all(keys("steps=61")[v] != k for v, k in base.items())
+    assert all(keys("dataset.d_model=17")[v] != k for v, k in base.items())

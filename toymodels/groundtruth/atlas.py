@@ -210,6 +210,10 @@ def unit_key(cfg: AtlasConfig, shape: tuple[int, int], seed_only: bool = False) 
     of what changes its training (the unit's seed)."""
     skip = ("name", "description", "backend", "n_jobs", "out", "progress") + (AFTER_TRAINING if seed_only else ())
     body = {k: v for k, v in to_dict(cfg).items() if k not in skip}
+    if not seed_only:  # the unit's seed stays; its cached rows do not outlive the code that trained them
+        from toymodels.sae.train import TRAINING_REVISION
+
+        body["revision"] = TRAINING_REVISION
     text = json.dumps({"shape": list(shape), **body}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -272,22 +272,34 @@ def load_or_sample(cfg: BenchmarkConfig):
     return d.sample(cfg.n_train, seed=cfg.data_seed), d.sample(cfg.n_eval, seed=cfg.data_seed + 1)
 
 
-def run_key(cfg: BenchmarkConfig) -> str:
+GRID_ONLY_FIELDS = ("variants", "rows", "widths", "k", "l1_coeff", "l0_coeff", "sparsity", "seeds", "sae_options",
+                   "exact_l0", "target_l0", "match_l0")
+"""Fields that only decide which SAEs the grid holds: a pack's key has its own SAEs' configs instead."""
+
+
+def run_key(cfg: BenchmarkConfig, pack: list[tuple] | None = None) -> str:
     """Hash of everything that changes the results (not out, progress, description; a dataset file by its
-    bytes): finished packs are reused only by a run with the same key."""
+    bytes; the package's TRAINING_REVISION). With `pack` (its `sae_grid` entries): the key of that pack's rows,
+    which depend on the data, training and scoring settings and its own SAEs only, so a finished pack is reused
+    by any run that trains the same SAEs on the same data (changing one variant retrains only its packs)."""
     import hashlib
     import json
 
     from toymodels.config import to_dict
     from toymodels.device import hash_fields
     from toymodels.outdir import sha256
+    from toymodels.sae import train as train_mod
 
     body = {k: v for k, v in (to_dict(cfg) | {"dataset": to_dict(cfg.dataset)}).items()
             if k not in ("out", "progress", "description", "device", "precision")
             and (k, v) not in (("grad_clip", 0), ("normalize", True))}  # defaults: older keys stay valid
     body |= hash_fields(cfg.device, cfg.precision)  # nothing on the CPU at float32: older keys stay valid
+    body["revision"] = train_mod.TRAINING_REVISION  # packs trained by older code are not reused
     if cfg.dataset_file:
         body["dataset_file"] = sha256(cfg.dataset_file)
+    if pack is not None:
+        body = {k: v for k, v in body.items() if k not in GRID_ONLY_FIELDS}
+        body["saes"] = [[to_dict(c), at, tag, label] for c, at, tag, label in pack]
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -328,7 +340,7 @@ def _run_locked(cfg: BenchmarkConfig) -> pd.DataFrame:
     tc = cfg.train_config()
 
     def pack_file(idx) -> Path:
-        return out / "packs" / f"{key}-{configs[idx[0]].name}.json"
+        return out / "packs" / f"{run_key(cfg, [grid[i] for i in idx])}-{configs[idx[0]].name}.json"
 
     def resume(idx):
         path = pack_file(idx)

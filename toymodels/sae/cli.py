@@ -61,16 +61,19 @@ def expand(sae_kw: dict) -> list[dict]:
 
 
 def run_key(cfg, tc, data_digest: str) -> str:
-    """What an exported SAE depends on: its config, the training config and the dataset's bytes."""
+    """What an exported SAE depends on: its config, the training config, the dataset's bytes and the package's
+    TRAINING_REVISION."""
     import hashlib
     import json
 
     from toymodels.config import to_dict
     from toymodels.device import hash_fields
+    from toymodels.sae.train import TRAINING_REVISION
 
     train = {k: v for k, v in to_dict(tc).items() if k not in ("progress", "device", "precision")}
     train |= hash_fields(tc.device, tc.precision)
-    blob = json.dumps({"sae": to_dict(cfg), "train": train, "data": data_digest}, sort_keys=True, default=str)
+    blob = json.dumps({"sae": to_dict(cfg), "train": train, "data": data_digest, "revision": TRAINING_REVISION},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -30,6 +30,11 @@ from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
 from toymodels.sae.registry import get_variant
 from toymodels.sae.resample import resample_dead
 
+TRAINING_REVISION = 2
+"""Bumped when a change to the package changes what a given config trains to (2: the L0 controller waits for L0
+to come down before it integrates). It is in the benchmark's, the atlas's and `sae train`'s cache keys, so results
+of older code are retrained, not reused."""
+
 
 @dataclass
 class SAETrainConfig:
