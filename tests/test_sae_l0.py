@@ -44,14 +44,15 @@ V2_ROWS = {"p_anneal": dict(anneal_end=0.75), "relu_april": dict(init_scale=0.1)
            "jumprelu_tanh": dict(variant="jumprelu", sparsity_loss="tanh", threshold_init=0.5, threshold_lr_scale=3.0),
            "jumprelu_quadratic": dict(variant="jumprelu", sparsity_loss="quadratic", threshold_init=0.5,
                                       threshold_lr_scale=3.0),
-           "matching_pursuit": dict(stop_on_duplicate_support=False, residual_threshold=1.0)}
+           "matching_pursuit": dict(stop_on_duplicate_support=False, residual_threshold=1.0, target_headroom=1.5,
+                                    l0_p_over_i=0)}
 
 
 @pytest.mark.slow
 def test_leaderboard_settings_end_within_two_percent():
     """The default leaderboard's settings for the rows added since (p_anneal with p final at 75 %, relu_april at
-    init_scale 0.1, the JumpReLU tanh and quadratic modes, Matching Pursuit with k = ⌊T⌋ + 1 and its threshold
-    controller), targets 3, 6 and 12 in one packed run each: held-out L0 within ±2 %."""
+    init_scale 0.1, the JumpReLU tanh and quadratic modes, Matching Pursuit with k = ⌈1.5 T⌉ and its
+    integral threshold controller), targets 3, 6 and 12 in one packed run each: held-out L0 within ±2 %."""
     X = planted(60_000)
     cfgs = []
     for row, kw in V2_ROWS.items():
@@ -182,6 +183,43 @@ def test_matching_pursuit_exact_l0_steers_its_residual_threshold():
     with pytest.raises(ConfigError, match=r"^target_l0: must be below k=4"):
         SAEConfig(variant="matching_pursuit", d_sae=24, k=4, residual_threshold=1.0, target_l0=4)
     assert float(pack([SAEConfig(variant="matching_pursuit", d_sae=24, k=4, target_l0=3)]).threshold_K()) == 1.0
+
+
+def test_matching_pursuit_headroom_lets_the_threshold_set_each_samples_steps():
+    """`target_headroom` h: k = ⌈h T⌉ (at most d_sae), so the controlled residual threshold decides
+    how many steps each sample takes. Against the real L0(threshold) response of a pursuit with that headroom,
+    the PI controller (P/I 20) locks into a period-2 cycle while the pure integral (`l0_p_over_i=0`) settles on
+    the target; bad values are one-line errors."""
+    from toymodels.sae.matching_pursuit import pursue
+    from toymodels.sae.train import pack
+
+    mp = dict(variant="matching_pursuit", d_in=32, d_sae=64, stop_on_duplicate_support=False)
+    assert SAEConfig(**mp, k=6, target_l0=5.7, target_headroom=2).k == 12
+    assert SAEConfig(**mp, k=2, target_l0=3.0, target_headroom=1.1).k == 4  # ⌈3.3⌉
+    assert SAEConfig(**mp, k=6, target_l0=40.0, target_headroom=2).k == 64
+    assert SAEConfig(**mp, k=6, target_headroom=2).k == 6  # no target: k as given
+    for bad in (dict(target_headroom=1.0), dict(l0_p_over_i=-1)):
+        with pytest.raises(ConfigError, match=f"^{next(iter(bad))}: must be"):
+            SAEConfig(**mp, k=6, target_l0=5.0, **bad)
+    m = pack([SAEConfig(**mp, k=6, target_l0=4.0, l0_p_over_i=0, residual_threshold=0.5)])
+    m.after_step(torch.tensor([5.0]), frac=0.0)
+    m.after_step(torch.tensor([4.0]), frac=0.0)  # e = 0: a pure integral stays put
+    torch.testing.assert_close(m.threshold_K(), torch.tensor([0.5 * math.exp(0.05 * 0.25)]))
+
+    X = planted(512)
+    X = X * math.sqrt(32 / X.pow(2).sum(1).mean())  # training's normalised units
+    last = {}
+    for p_over_i in (20.0, 0.0):
+        m = pack([SAEConfig(**mp, k=6, target_l0=6.0, target_headroom=2, residual_threshold=1.0, l0_p_over_i=p_over_i)])
+        l0s = []
+        for _ in range(150):  # the decoder is fixed: the controller alone
+            new = pursue(X[None], m.W_dec_KLD.detach(), m.per_sae("k").long(), m.threshold_K(), gram=True,
+                         stop_dup=False)[3]
+            l0s.append(new.sum(-1).float().mean(-1))
+            m.after_step(l0s[-1], frac=0.0)
+        last[p_over_i] = torch.cat(l0s[-20:])
+    assert float(last[20.0].max() - last[20.0].min()) > 5  # measured: 1.1 ↔ 11.4
+    assert float((last[0.0] / 6.0 - 1).abs().max()) <= 0.02
 
 
 def test_benchmark_rows_train_a_variant_with_fixed_options(tmp_path):

@@ -6,10 +6,12 @@ SAELens's stop_on_duplicate_support, on by default) or when ‖r‖ < residual_t
 loss = ‖x − x̂‖². Gradients flow through the values and the residual chain, not through the argmax (as SAELens).
 
 SynthSAEBench trains it with max_iterations = the target L0, residual_threshold 0 and stop_on_duplicate_support
-off (so every sample takes k steps; L0 ≤ k, re-picks add to a latent). For an exact L0 T (`target_l0`), k is
-⌊T⌋ + 1 and a controller steers the residual threshold (SAELens's own L0 knob) so that the samples that are
-already well reconstructed stop one step early: log threshold += gain · (e + 20 Δe) after every step, e the
-batch's relative L0 error (as the penalty variants' controller, `penalty.py`).
+off (so every sample takes k steps; L0 ≤ k, re-picks add to a latent). For an exact L0 T (`target_l0`), a
+controller steers the residual threshold (SAELens's own L0 knob): log threshold += gain · (e + P Δe) after every
+step, e the batch's relative L0 error (P = `l0_p_over_i`; the penalty variants' controller, `penalty.py`, uses
+20). The benchmark gives k = ⌊T⌋ + 1, so that well-reconstructed samples stop one step early; with
+`target_headroom` h, k = ⌈h T⌉ instead and the threshold decides each sample's step count (as in SAELens's
+default MP, which has no step limit), so samples holding more features take more steps.
 
 Cost: the k steps are sequential (each pick needs the residual the previous one left), so the encoder is k
 dependent selections instead of TopK's one. Selecting directly needs r·W_decᵀ, a [B, L]×D product per step
@@ -103,9 +105,16 @@ class MatchingPursuitConfig(SAEConfig):
     """Stop a sample when a step re-picks one of its latents (SAELens's default); SynthSAEBench turns it off."""
     target_l0: float | None = None
     """If set (in (0, k)), a controller steers `residual_threshold` during training so that the SAE ends at this
-    L0; a benchmark at exact L0 uses k = ⌊target⌋ + 1."""
+    L0; a benchmark at exact L0 uses k = ⌊target⌋ + 1 (or `target_headroom`)."""
     l0_gain: float = 0.05
     """Gain (> 0) of the controller: change of log residual_threshold per step per unit relative L0 error."""
+    l0_p_over_i: float = P_OVER_I
+    """Proportional-to-integral ratio (≥ 0) of the controller (20 as the penalty variants'). 0: pure integral; the
+    threshold acts at once, so with many steps above the target (`target_headroom`) the proportional kick of
+    gain · 20 overshoots and the threshold locks into a period-2 cycle (L0 alternating 1 ↔ 10.6 at target 5.7)."""
+    target_headroom: float | None = None
+    """With target_l0: k = ⌈target_headroom · target_l0⌉ pursuit steps (≥ ⌊target⌋ + 1, ≤ d_sae; replaces k), so
+    the controlled threshold, not k, sets each sample's count. None: k as given."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -116,9 +125,14 @@ class MatchingPursuitConfig(SAEConfig):
               self.stop_on_duplicate_support)
         check(self.target_l0 is None or (_is_num(self.target_l0) and 0 < self.target_l0 <= self.d_sae),
               "target_l0", f"null or a number in (0, d_sae={self.d_sae}]", self.target_l0)
+        check(self.target_headroom is None or (_is_num(self.target_headroom) and self.target_headroom > 1),
+              "target_headroom", "null or a number > 1", self.target_headroom)
+        if self.target_l0 is not None and self.target_headroom is not None:
+            self.k = min(self.d_sae, math.ceil(self.target_headroom * self.target_l0))  # > T: h > 1
         check(self.target_l0 is None or self.target_l0 < self.k, "target_l0",
               f"below k={self.k} (the residual threshold can only stop samples early)", self.target_l0)
         check(_is_num(self.l0_gain) and self.l0_gain > 0, "l0_gain", "a number > 0", self.l0_gain)
+        check(_is_num(self.l0_p_over_i) and self.l0_p_over_i >= 0, "l0_p_over_i", "a number ≥ 0", self.l0_p_over_i)
 
     @classmethod
     def l0_settings(cls, target: float) -> list[dict]:
@@ -152,7 +166,7 @@ class MatchingPursuitSAE(PackedSAE):
         if not self.controlled_K.any():
             return
         err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
-        step_K = self.per_sae("l0_gain") * (err_K + P_OVER_I * torch.nan_to_num(err_K - self.err_K))
+        step_K = self.per_sae("l0_gain") * (err_K + self.per_sae("l0_p_over_i") * torch.nan_to_num(err_K - self.err_K))
         self.log_thr_K.copy_(torch.where(self.controlled_K, (self.log_thr_K + step_K).clamp(-30.0, 10.0),
                                          self.log_thr_K))
         self.err_K.copy_(torch.where(self.controlled_K, err_K, math.nan))
