@@ -35,5 +35,7 @@ def test_synthsaebench_f1_ranking_holds(board):
     assert close < min(f1["batchtopk"], f1["jumprelu"]) - f1["relu"]
 
 
-def test_matching_pursuit_has_the_worst_f1(board):
+def test_matching_pursuit_has_the_worst_f1_and_the_best_explained_variance(board):
+    """SynthSAEBench's finding for Matching Pursuit, both halves."""
     assert board["f1"].idxmin() == "matching_pursuit"
+    assert board["explained_variance"].idxmax() == "matching_pursuit"
