@@ -9,8 +9,8 @@ step's lr / peak lr (the SAE responds more slowly as lr decays). It starts from 
 armed once the warm-up is over and the batch L0 has first come down to the target (or at `l0_arm_by` of
 training, if it has not): before that L0 is still falling from its dense start, and integrating that error
 wound λ up to 3–4× its final value and made it swing for the rest of a short run, which costs feature recovery
-(README: relu's MCC 0.79 → 0.89 on the SAELens bench, leaderboard F1 0.571 → 0.613, seed 0). Δe is 0 on its
-first step. Measured (tests/test_sae_l0.py, slow): held-out L0 within −1.2 %…+0.03 % of targets 3/6/12 for relu,
+(README "Exact L0": relu's MCC 0.676 → 0.762 on the SAELens bench, leaderboard F1 0.580 → 0.621). Δe is 0 on
+its first step. Measured (tests/test_sae_l0.py, slow): held-out L0 within −1.3 %…−0.1 % of targets 3/6/12 for relu,
 relu_april, gated and jumprelu (jumprelu with threshold_lr_scale 3: with 1, λ collapses while the thresholds
 cannot follow, and L0 ends 20–40 % low). JumpReLU's quadratic loss steers its centre instead of λ, and
 p_anneal runs at a higher gain (their `after_step` / `l0_gain`).
