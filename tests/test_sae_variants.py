@@ -185,6 +185,8 @@ def test_packed_equals_one_by_one_with_the_v2_options(assert_packed_equals_alone
              for i, c in enumerate((0.5, 2.0))]
     cfgs += [SAEConfig(variant="matching_pursuit", d_in=16, d_sae=24, k=k, residual_threshold=t, seed=k)
              for k, t in ((2, 0.0), (5, 1.0))]
+    cfgs += [SAEConfig(variant=v, d_in=16, d_sae=24, target_l0=t, start=st, seed=i)  # start: per SAE in a pack
+             for v in ("relu", "gated") for i, (t, st) in enumerate(((3.0, "target"), (5.0, "dense")))]
     assert_packed_equals_alone(cfgs, X, tc)
 
 

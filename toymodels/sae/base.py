@@ -226,8 +226,8 @@ def mse_K(x_BD: torch.Tensor, recon_KBD: torch.Tensor) -> torch.Tensor:
 
 
 def warm(coeff_K: torch.Tensor, frac: float, warmup: torch.Tensor) -> torch.Tensor:
-    """Linear warm-up of a [K] coefficient over the first `warmup` fraction of training."""
-    return coeff_K * torch.clamp(frac / warmup.clamp_min(1e-12), max=1.0)
+    """Linear warm-up of a [K] coefficient over the first `warmup` fraction of training (none where it is 0)."""
+    return coeff_K * torch.where(warmup > 0, torch.clamp(frac / warmup.clamp_min(1e-12), max=1.0), 1.0)
 
 
 @dataclass

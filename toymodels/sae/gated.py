@@ -25,6 +25,7 @@ class GatedConfig(L1Config):
 @register_variant("gated", GatedConfig)
 class GatedSAE(PenaltySAE):
     sparse_max_density = 0.15  # measured crossover (README)
+    firing_bias = "b_gate_KL"  # the gate decides what fires
 
     def __init__(self, cfgs):
         super().__init__(cfgs)

@@ -151,6 +151,9 @@ class JumpReLUSAE(PenaltySAE):
             return {"quadratic_centre": float(self.log_centre_K[i].exp())}
         return super().summary(i)
 
+    def firing_cutoff(self, i):
+        return self.log_threshold_KL[i].exp()
+
     def latent_init(self, name, i):
         return math.log(self.cfgs[i].threshold_init) if name == "log_threshold_KL" else 0.0
 

@@ -13,7 +13,10 @@ wound λ up to 3–4× its final value and made it swing for the rest of a short
 its first step. Measured (tests/test_sae_l0.py, slow): held-out L0 within −1.3 %…−0.1 % of targets 3/6/12 for relu,
 relu_april, gated and jumprelu (jumprelu with threshold_lr_scale 3: with 1, λ collapses while the thresholds
 cannot follow, and L0 ends 20–40 % low). JumpReLU's quadratic loss steers its centre instead of λ, and
-p_anneal runs at a higher gain (their `after_step` / `l0_gain`).
+p_anneal runs at a higher gain (their `after_step` / `l0_gain`). With `start: target` the SAE skips the dense
+start: each latent's firing bias is set from the first batch so that L0 begins at the target, the controller is
+armed from the first step and there is no warm-up (faster and better on short runs, not at the leaderboard's
+settings: README "Exact L0").
 
 On CPU the variants train through the sparse step (`sparse_step.EncodeAt`/`DecodeAt`) when the batch's support
 (the entries that can get a gradient) is at most `SPARSE_MAX_DENSITY` of [K, B, L]; the autograd path over dense
@@ -56,6 +59,11 @@ class PenaltyConfig(SAEConfig):
     l0_arm_by: float = 0.25
     """Fraction of training (in [0, 1]) by which the L0 controller starts even if the batch L0 has not yet come
     down to `target_l0` (it starts at the first step after the warm-up where it has)."""
+    start: str = "dense"
+    """How training starts: dense (encoder bias 0, L0 near d_sae/2 at first, the coefficient warmed up over
+    `l1_warmup_frac`: the published recipes) or target (needs target_l0: each latent's bias is set so that it
+    fires on target_l0 / d_sae of the first batch, so L0 starts at the target, the controller runs from the
+    first step and there is no warm-up; README "Exact L0" has what it changes)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -70,6 +78,14 @@ class PenaltyConfig(SAEConfig):
         if self.target_l0 is not None:
             check(getattr(self, f) > 0, f, "> 0 with target_l0 (it is the controller's starting value)",
                   getattr(self, f))
+        check(self.start in ("dense", "target"), "start", "dense or target", self.start)
+        check(self.start == "dense" or self.target_l0 is not None, "start", "dense unless target_l0 is set "
+              "(start: target begins at the target L0)", self.start)
+
+    @property
+    def warmup_frac(self) -> float:
+        """The coefficient's warm-up actually used: `l1_warmup_frac`, or 0 with start: target."""
+        return 0.0 if self.start == "target" else self.l1_warmup_frac
 
     @classmethod
     def l0_settings(cls, target: float) -> list[dict]:
@@ -97,7 +113,7 @@ class PenaltySAE(PackedSAE):
         self.register_buffer("log_coeff_K", torch.tensor([math.log(max(getattr(c, field), 1e-30))
                                                           for c in cfgs]))
         self.register_buffer("err_K", torch.full((len(cfgs),), math.nan))  # previous controlled step's error
-        self.register_buffer("armed_K", torch.zeros(len(cfgs), dtype=torch.bool))  # controller started
+        self.register_buffer("armed_K", torch.tensor([c.start == "target" for c in cfgs]))  # controller started
         self.controlled_K = torch.isfinite(self.target_K)
 
     def sparsity_coeff(self, frac: float) -> torch.Tensor:
@@ -105,7 +121,7 @@ class PenaltySAE(PackedSAE):
         coeff_K = self.per_sae(self.config_class.sparsity_field)
         if self.controlled_K.any():
             coeff_K = torch.where(self.controlled_K, self.log_coeff_K.exp(), coeff_K)
-        return warm(coeff_K, frac, self.per_sae("l1_warmup_frac"))
+        return warm(coeff_K, frac, self.per_sae("warmup_frac"))
 
     @torch.no_grad()
     def after_step(self, l0_K: torch.Tensor, frac: float, lr_factor: float = 1.0) -> None:
@@ -118,7 +134,7 @@ class PenaltySAE(PackedSAE):
     def control_step(self, l0_K: torch.Tensor, frac: float, lr_factor: float) -> torch.Tensor:
         """[K] PI increment lr_factor · gain · (e + P_OVER_I · Δe) (0 for uncontrolled SAEs, in the warm-up and
         until armed); records e."""
-        past_warmup_K = self.controlled_K & (frac >= self.per_sae("l1_warmup_frac"))
+        past_warmup_K = self.controlled_K & (frac >= self.per_sae("warmup_frac"))
         self.armed_K |= past_warmup_K & ((l0_K <= self.target_K) | (frac >= self.per_sae("l0_arm_by")))
         on_K = past_warmup_K & self.armed_K
         err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
@@ -126,6 +142,33 @@ class PenaltySAE(PackedSAE):
         step_K = lr_factor * self.per_sae("l0_gain") * (err_K + P_OVER_I * d_err_K)
         self.err_K.copy_(torch.where(on_K, err_K, math.nan))
         return torch.where(on_K, step_K, 0.0)
+
+    firing_bias = "b_enc_KL"
+    """The [K, L] parameter that moves each latent's firing point (what start: target sets)."""
+
+    def firing_cutoff(self, i: int) -> torch.Tensor | float:
+        """SAE i's [L] (or scalar) cutoff: a latent fires where its pre-activation (bias included) exceeds it."""
+        return 0.0
+
+    @torch.no_grad()
+    def init_from_data(self, x_BD):
+        """As PackedSAE's, then for each SAE with start: target, its firing bias from the first batch: each
+        latent fires on the round(target_l0 / d_sae · B) samples where its biasless pre-activation is largest
+        (the cut half-way between the last firing value and the largest silent one, clear of float rounding)."""
+        super().init_from_data(x_BD)
+        starts = [i for i, c in enumerate(self.cfgs) if c.start == "target"]
+        if not starts:
+            return
+        s_KBD = self.sae_in(x_BD)
+        B = s_KBD.shape[1]
+        for i in starts:
+            u_BL = s_KBD[i] @ self.W_enc_KDL[i]
+            n_fire = round(self.cfgs[i].target_l0 / self.L * B)
+            silent = min(max(B - n_fire, 1), B)  # samples that stay silent
+            cut_L = u_BL.kthvalue(silent, dim=0).values
+            if silent < B:
+                cut_L = (cut_L + u_BL.kthvalue(silent + 1, dim=0).values) / 2
+            getattr(self, self.firing_bias)[i] = self.firing_cutoff(i) - cut_L
 
     fast_path = True
     """Use the sparse step on CPU when the support is sparse enough (`support`)."""

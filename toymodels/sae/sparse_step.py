@@ -134,9 +134,12 @@ class Support:
 
     def __init__(self, pos_n: np.ndarray, K: int, B: int, L: int):
         self.K, self.B, self.L, self.pos_n = K, B, L, pos_n
-        sae_n, rest = np.divmod(pos_n, B * L)
-        b_n, l_n = np.divmod(rest, L)
-        self.sae_n, self.row_n, self.col_n = sae_n, sae_n * B + b_n, sae_n * L + l_n
+        if L & (L - 1) == 0:  # pos = row·L + l with row = k·B + b: a shift and a mask for a power-of-two L
+            row_n, l_n = pos_n >> (L.bit_length() - 1), pos_n & (L - 1)
+        else:
+            row_n, l_n = np.divmod(pos_n, L)
+        sae_n = np.zeros_like(pos_n) if K == 1 else row_n // B
+        self.sae_n, self.row_n, self.col_n = sae_n, row_n, (l_n if K == 1 else l_n + sae_n * L)
 
     @property
     def density(self) -> float:

@@ -123,6 +123,8 @@ def clip_grad_per_sae(m: PackedSAE, max_norm: float) -> None:
     grads = [p.grad for p in m.parameters() if p.grad is not None]
     norm_K = torch.stack([g.reshape(m.K, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
     scale_K = (max_norm / (norm_K + 1e-6)).clamp(max=1.0)
+    if bool((scale_K == 1).all()):  # no SAE over the limit: nothing to scale
+        return
     for g in grads:
         g.mul_(scale_K.view(-1, *[1] * (g.ndim - 1)))
 
