@@ -115,15 +115,19 @@ def test_phase_sweeps_select_on_the_exact_loss():
 
 
 def test_phase_3to2_quick_agrees_with_theory():
-    """Quick 8×8 × 4 restarts: measured 98 % of 42 cells away from the lines (full 12×12: see README)."""
+    """The quick 8×8 grid at the figure's 10 restarts: measured 100 % of the 42 cells away from the lines on
+    seeds 0 and 1 (full 12×12: see README). With the quick figure's 4 restarts the low-density cells depend on
+    the CPU's float paths (one machine 98 % overall; an AMD EPYC 93 % overall and 21 of 24 low-density cells,
+    3 stuck in superposition where the optimum is a dedicated dimension; 6 restarts 96–98 %), so this checks the
+    restart count the claim is made at."""
     from toymodels.paper import phase_3to2 as fig
 
     torch.set_num_threads(1)
-    df = fig.compute(quick=True)
+    df = fig.compute(quick=True, overrides=("train.restarts=10",))
     agree, n = df.attrs["agreement"], df.attrs["cells_used"]
-    assert n >= 30 and agree >= 0.9, (agree, n)
+    assert n >= 30 and agree >= 0.95, (agree, n)
     low = df[(df.density <= 0.09) & ~df.near_boundary]
-    assert (low.phase == low.theory).mean() >= 0.9  # the cells the 1,024-sample selection got wrong
+    assert len(low) >= 20 and (low.phase == low.theory).mean() >= 0.95  # where too few restarts go wrong
 
 
 @pytest.mark.slow

@@ -147,6 +147,20 @@ def test_start_target_begins_at_the_target_l0_with_the_controller_armed(variant)
     lam = m.sparsity_coeff(0.0)
     assert lam[0] > 0 and lam[1] > 0 and lam[2] == 0  # no warm-up for start: target
 
+    # resampling sets a reset latent's firing bias from the resampling batch again (the dense SAE: back to 0)
+    from toymodels.sae.resample import resample_dead
+
+    X2 = planted(1024, seed=1)
+    dead_KL = torch.zeros(3, 64, dtype=torch.bool)
+    dead_KL[:, :5] = True
+    opt = torch.optim.Adam(m.parameters())
+    assert resample_dead(m, dead_KL, X2, opt) == 15
+    with torch.no_grad():
+        fires_KL = (m.encode(X2) > 0).sum(1)
+    assert fires_KL[0, :5].tolist() == [round(3 / 64 * 1024)] * 5  # 48 samples each
+    assert fires_KL[1, :5].tolist() == [round(12 / 64 * 1024)] * 5
+    assert bias[2, :5].abs().max() == 0
+
 
 def test_start_target_needs_a_target():
     with pytest.raises(ConfigError, match=r"^start: must be dense unless target_l0 is set"):

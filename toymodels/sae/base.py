@@ -151,8 +151,9 @@ class PackedSAE(nn.Module):
         return 0.0
 
     @torch.no_grad()
-    def reset_latents(self, i: int, idx: torch.Tensor) -> None:
-        """Put SAE i's per-latent parameters (the [K, L] ones) for latents `idx` back to their init (resampling)."""
+    def reset_latents(self, i: int, idx: torch.Tensor, x_BD: torch.Tensor | None = None) -> None:
+        """Put SAE i's per-latent parameters (the [K, L] ones) for latents `idx` back to their init (resampling;
+        `x_BD` is the resampling batch, for variants whose init depends on data)."""
         for name, p in self.named_parameters():
             if name.endswith("_KL"):
                 p[i, idx] = self.latent_init(name, i)

@@ -156,19 +156,34 @@ class PenaltySAE(PackedSAE):
         latent fires on the round(target_l0 / d_sae · B) samples where its biasless pre-activation is largest
         (the cut half-way between the last firing value and the largest silent one, clear of float rounding)."""
         super().init_from_data(x_BD)
-        starts = [i for i, c in enumerate(self.cfgs) if c.start == "target"]
-        if not starts:
-            return
-        s_KBD = self.sae_in(x_BD)
-        B = s_KBD.shape[1]
-        for i in starts:
-            u_BL = s_KBD[i] @ self.W_enc_KDL[i]
-            n_fire = round(self.cfgs[i].target_l0 / self.L * B)
-            silent = min(max(B - n_fire, 1), B)  # samples that stay silent
-            cut_L = u_BL.kthvalue(silent, dim=0).values
-            if silent < B:
-                cut_L = (cut_L + u_BL.kthvalue(silent + 1, dim=0).values) / 2
-            getattr(self, self.firing_bias)[i] = self.firing_cutoff(i) - cut_L
+        for i, c in enumerate(self.cfgs):
+            if c.start == "target":
+                self._fire_at_target(i, x_BD)
+
+    @torch.no_grad()
+    def reset_latents(self, i, idx, x_BD=None):
+        """As PackedSAE's; with start: target (and the resampling batch) the firing bias of the reset latents is
+        set from that batch, as at init."""
+        super().reset_latents(i, idx, x_BD)
+        if self.cfgs[i].start == "target" and x_BD is not None:
+            self._fire_at_target(i, x_BD, idx)
+
+    def _fire_at_target(self, i: int, x_BD, idx=None) -> None:
+        """Set SAE i's firing bias (latents `idx`, default all) so that each fires on round(target / d_sae · B)
+        samples of x_BD ([B, D], or [K, B, D] one stream per SAE)."""
+        s_BD = self.sae_in(x_BD)[i]
+        W_DN = self.W_enc_KDL[i] if idx is None else self.W_enc_KDL[i][:, idx]
+        u_BN = s_BD @ W_DN  # biasless pre-activations
+        B = u_BN.shape[0]
+        silent = min(max(B - round(self.cfgs[i].target_l0 / self.L * B), 1), B)  # samples that stay silent
+        cut_N = u_BN.kthvalue(silent, dim=0).values
+        if silent < B:
+            cut_N = (cut_N + u_BN.kthvalue(silent + 1, dim=0).values) / 2
+        cutoff = self.firing_cutoff(i)
+        if idx is None:
+            getattr(self, self.firing_bias)[i] = cutoff - cut_N
+        else:
+            getattr(self, self.firing_bias)[i, idx] = (cutoff if isinstance(cutoff, float) else cutoff[idx]) - cut_N
 
     fast_path = True
     """Use the sparse step on CPU when the support is sparse enough (`support`)."""

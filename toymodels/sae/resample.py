@@ -4,9 +4,10 @@ residual of one of the worst-reconstructed samples of the current batch.
 
 Works for every variant: the decoder row becomes the unit residual direction, the encoder column the same
 direction at the mean norm of the SAE's live encoder columns, its other per-latent parameters (biases, JumpReLU's
-threshold) go back to their init, and the Adam moments of every per-latent slice are cleared so the optimiser's
-memory of the dead latent does not stall it. All choices are per SAE and deterministic (largest errors first),
-so K SAEs at once still equal K one by one."""
+threshold) go back to their init (a penalty SAE with start: target sets its firing bias from the batch again, so
+the new latent fires at the target rate rather than on half the batch), and the Adam moments of every
+per-latent slice are cleared so the optimiser's memory of the dead latent does not stall it. All choices are per
+SAE and deterministic (largest errors first), so K SAEs at once still equal K one by one."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def resample_dead(m: PackedSAE, dead_KL: torch.Tensor, x_BD: torch.Tensor, opt: 
         enc_norm = m.W_enc_KDL[i][:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
         m.W_dec_KLD[i, dead] = dirs_nD * m.W_dec_KLD[i, dead].norm(dim=-1, keepdim=True).clamp_min(1e-8)
         m.W_enc_KDL[i][:, dead] = dirs_nD.T * enc_norm
-        m.reset_latents(i, dead)  # biases, JumpReLU thresholds, Gated's magnitude scale
+        m.reset_latents(i, dead, x_BD)  # biases, JumpReLU thresholds, Gated's magnitude scale
         for name, p in m.named_parameters():  # clear the optimiser memory of every per-latent slice
             axis = name.rsplit("_", 1)[-1].find("L")  # shape-named: W_enc_KDL → 2, W_dec_KLD / b_enc_KL → 1
             state = opt.state.get(p, {})
