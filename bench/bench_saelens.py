@@ -20,6 +20,8 @@ step ~10× larger relative to its weights (our init_scale=0.1 closes most of tha
 best of 1e-3, 3e-3, 1e-2, 3e-2 for both on TopK at 300k samples) the MCCs meet.
 Held-out L0 (16k samples): each library's inference encoder, so BatchTopK/Matryoshka use their EMA inference
 threshold on both sides (SAELens's saved JumpReLU form), not a batch top-k.
+With `--seeds`, round r initialises both libraries' SAEs with seed r (same data), so MCC and L0 are medians over
+rounds and the MCC ranges show whether a gap is beyond seed noise; without it every round is seed 0.
 Timed: CPU time (`time.process_time`) of one whole training call
 (trainer construction, all steps, final fold), data already in memory. Rounds alternate ours/theirs per
 variant, so both see the same machine load; the table gives per-library medians and the ratio of medians.
@@ -198,6 +200,8 @@ def main(argv=None) -> None:
                                                       "decay_frac=0,normalize=false,init_scale=0.1")
     ap.add_argument("--coeffs", default="", help="SAELens L1 coefficients, e.g. standard=2,gated=2,standard_april=2")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", action="store_true", help="round r inits both libraries' SAEs with seed r (MCC and L0 "
+                                                         "are then medians over rounds, with the MCC range)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     coeffs = dict(DEFAULT_COEFFS, **{k: float(v) for k, v in (p.split("=") for p in a.coeffs.split(",") if p)})
@@ -217,23 +221,29 @@ def main(argv=None) -> None:
     rows = []
     for v in a.variants.split(","):
         arch = SAELENS[v]
-        t_ours, t_theirs = [], []
-        for _ in range(a.rounds):
-            s, W_ours, sae_ours = ours(v, X, a.ours_lr or a.lr, recipe=recipe)
+        t_ours, t_theirs, mcc_ours, mcc_theirs, l0_ours, l0_theirs = [], [], [], [], [], []
+        for r in range(a.rounds):
+            seed = r if a.seeds else 0  # the SAEs' init seed (both libraries); the data is the same
+            s, W_ours, sae_ours = ours(v, X, a.ours_lr or a.lr, seed=seed, recipe=recipe)
             t_ours.append(s)
-            s, W_theirs, sae_theirs = theirs(arch, X, a.lr, coeffs)
+            s, W_theirs, sae_theirs = theirs(arch, X, a.lr, coeffs, seed=seed)
             t_theirs.append(s)
+            mcc_ours.append(mean_correlation_coefficient(W_ours, gt))
+            mcc_theirs.append(mean_correlation_coefficient(W_theirs, gt))
+            l0_ours.append(l0_of(sae_ours.encode, X_eval))
+            l0_theirs.append(l0_of(saelens_inference_encode(sae_theirs), X_eval))
         so, st = a.samples / statistics.median(t_ours), a.samples / statistics.median(t_theirs)
+        med = statistics.median
         row = dict(variant=v, saelens=arch, ours_sps=so, saelens_sps=st, ratio=so / st,
-                   ours_mcc=mean_correlation_coefficient(W_ours, gt),
-                   saelens_mcc=mean_correlation_coefficient(W_theirs, gt),
-                   ours_l0=l0_of(sae_ours.encode, X_eval),
-                   saelens_l0=l0_of(saelens_inference_encode(sae_theirs), X_eval),
+                   ours_mcc=med(mcc_ours), saelens_mcc=med(mcc_theirs), ours_l0=med(l0_ours),
+                   saelens_l0=med(l0_theirs),
+                   mcc_range=f"{min(mcc_ours):.3f}–{max(mcc_ours):.3f} vs {min(mcc_theirs):.3f}–{max(mcc_theirs):.3f}",
                    rounds=", ".join(f"{b / o:.2f}" for o, b in zip(t_ours, t_theirs, strict=True)))
         rows.append(row)
         print(f"{v:<17} {arch:<21} ours {so:8,.0f}/s  SAELens {st:8,.0f}/s  ×{so / st:5.2f} (rounds {row['rounds']})"
-              f"  MCC {row['ours_mcc']:.3f} vs {row['saelens_mcc']:.3f}  L0 {row['ours_l0']:.1f} vs "
-              f"{row['saelens_l0']:.1f}", flush=True)
+              f"  MCC {row['ours_mcc']:.3f} vs {row['saelens_mcc']:.3f}"
+              + (f" (ranges {row['mcc_range']})" if a.seeds else "")
+              + f"  L0 {row['ours_l0']:.1f} vs {row['saelens_l0']:.1f}", flush=True)
     print("\n| variant | SAELens arch | ours samples/CPU-s | SAELens samples/CPU-s | ratio | MCC ours | MCC SAELens "
           "| L0 ours | L0 SAELens |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
