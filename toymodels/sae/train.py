@@ -30,10 +30,11 @@ from toymodels.sae.base import PackedSAE, SAEConfig, TrainedSAE
 from toymodels.sae.registry import get_variant
 from toymodels.sae.resample import resample_dead
 
-TRAINING_REVISION = 2
+TRAINING_REVISION = 3
 """Bumped when a change to the package changes what a given config trains to (2: the L0 controller waits for L0
-to come down before it integrates). It is in the benchmark's, the atlas's and `sae train`'s cache keys, so results
-of older code are retrained, not reused."""
+to come down before it integrates; 3: a zero `l1_warmup_frac` gives the full coefficient from the first step,
+where it gave 0 on that step; other configs train as at 2). It is in the benchmark's, the atlas's and
+`sae train`'s cache keys, so results of older code are retrained, not reused."""
 
 
 @dataclass
