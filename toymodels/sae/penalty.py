@@ -171,7 +171,8 @@ class PenaltySAE(PackedSAE):
     def _fire_at_target(self, i: int, x_BD, idx=None) -> None:
         """Set SAE i's firing bias (latents `idx`, default all) so that each fires on round(target / d_sae · B)
         samples of x_BD ([B, D], or [K, B, D] one stream per SAE)."""
-        s_BD = self.sae_in(x_BD)[i]
+        x_i = x_BD if x_BD.ndim == 2 else x_BD[i]  # SAE i's input only (sae_in would form all K)
+        s_BD = x_i - self.b_dec_KD[i] if self.apply_b_dec_to_input else x_i
         W_DN = self.W_enc_KDL[i] if idx is None else self.W_enc_KDL[i][:, idx]
         u_BN = s_BD @ W_DN  # biasless pre-activations
         B = u_BN.shape[0]
