@@ -29,7 +29,7 @@ import torch
 from toymodels.config import _is_int, _is_num
 from toymodels.errors import check
 from toymodels.sae.base import PackedSAE, SAEConfig, mse_K
-from toymodels.sae.penalty import P_OVER_I
+from toymodels.sae.penalty import P_OVER_I, pi_step
 from toymodels.sae.registry import register_variant
 from toymodels.sae.topk import sparse_decode
 
@@ -165,8 +165,7 @@ class MatchingPursuitSAE(PackedSAE):
     def after_step(self, l0_K, frac, lr_factor=1.0):
         if not self.controlled_K.any():
             return
-        err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
-        step_K = self.per_sae("l0_gain") * (err_K + self.per_sae("l0_p_over_i") * torch.nan_to_num(err_K - self.err_K))
+        step_K, err_K = pi_step(l0_K, self.target_K, self.err_K, self.per_sae("l0_gain"), self.per_sae("l0_p_over_i"))
         self.log_thr_K.copy_(torch.where(self.controlled_K, (self.log_thr_K + step_K).clamp(-30.0, 10.0),
                                          self.log_thr_K))
         self.err_K.copy_(torch.where(self.controlled_K, err_K, math.nan))

@@ -44,6 +44,13 @@ crossover of relu's step (128 → 512, batch 1024, one thread; README). Gated an
 cost more, set their own."""
 
 
+def pi_step(l0_K, target_K, prev_err_K, scale_K, p_over_i) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L0 controllers' shared PI update: ([K] increment scale · (e + p_over_i · Δe), [K] e), with
+    e = clip((L0 − target)/target, ±1) and Δe = e − prev_err (0 where prev_err is NaN: no kick on a first step)."""
+    err_K = ((l0_K - target_K) / target_K).clamp(-1.0, 1.0)
+    return scale_K * (err_K + p_over_i * torch.nan_to_num(err_K - prev_err_K)), err_K
+
+
 @dataclass
 class PenaltyConfig(SAEConfig):
     """An SAE whose sparsity comes from a penalty term with coefficient `sparsity_field`."""
@@ -137,9 +144,7 @@ class PenaltySAE(PackedSAE):
         past_warmup_K = self.controlled_K & (frac >= self.per_sae("warmup_frac"))
         self.armed_K |= past_warmup_K & ((l0_K <= self.target_K) | (frac >= self.per_sae("l0_arm_by")))
         on_K = past_warmup_K & self.armed_K
-        err_K = ((l0_K - self.target_K) / self.target_K).clamp(-1.0, 1.0)
-        d_err_K = torch.nan_to_num(err_K - self.err_K)  # 0 on the first controlled step: no kick
-        step_K = lr_factor * self.per_sae("l0_gain") * (err_K + P_OVER_I * d_err_K)
+        step_K, err_K = pi_step(l0_K, self.target_K, self.err_K, lr_factor * self.per_sae("l0_gain"), P_OVER_I)
         self.err_K.copy_(torch.where(on_K, err_K, math.nan))
         return torch.where(on_K, step_K, 0.0)
 
