@@ -19,7 +19,7 @@ from toymodels.config import _is_num
 from toymodels.errors import check
 from toymodels.sae.base import mse_K
 from toymodels.sae.registry import register_variant
-from toymodels.sae.sparse_step import SparseStep
+from toymodels.sae.sparse_step import SparseStep, flatnonzero
 from toymodels.sae.topk import SPARSE_MAX_DENSITY, TopKFamily, TopKFamilyConfig, _SparseDecode
 
 PREFILTER_MARGINS = (0.1, 0.4)
@@ -40,7 +40,7 @@ def select_entries(pre_KBL: torch.Tensor, k_K: torch.Tensor, ref_K: torch.Tensor
     for i, (k, ref) in enumerate(zip(k_K.tolist(), ref_K.tolist(), strict=True)):
         a, n = pre[i].reshape(-1), int(round(k * B))
         for lo in [(1 - m) * ref for m in PREFILTER_MARGINS if ref > 0] + [0.0]:
-            cand = np.flatnonzero(a > lo)
+            cand = flatnonzero(a > lo)
             if cand.size >= n:
                 break
         v = a[cand]

@@ -32,10 +32,15 @@ def _rect(u):
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
 
 
+BAND_MARGIN = 1e-4
+"""The support's lower edge is θ − (1 + BAND_MARGIN)·ε/2: a little below the band's, so that it holds every
+entry `_rect` (its float32 arithmetic (z − θ)/ε) puts in the band, whatever the rounding."""
+
+
 def _support_mask(z, theta, eps):
-    """Numpy [K, B, L] mask of z > θ or within the kernel band (`_rect`'s float32 arithmetic)."""
-    u = (z - theta) / eps
-    return (z > theta) | ((u > -0.5) & (u < 0.5))
+    """Numpy [K, B, L] mask of z > θ or within the kernel band: one comparison, z > θ − (1 + margin)·ε/2
+    (~6× the band's own (z − θ)/ε arithmetic over [K, B, L]), a superset of both by at most the margin."""
+    return z > theta - eps * (0.5 * (1 + BAND_MARGIN))
 
 
 class _JumpReLU(torch.autograd.Function):

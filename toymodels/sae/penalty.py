@@ -27,13 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from toymodels.config import _is_num
 from toymodels.errors import check
 from toymodels.sae.base import PackedSAE, SAEConfig, warm
-from toymodels.sae.sparse_step import EncodeAt, Support
+from toymodels.sae.sparse_step import EncodeAt, Support, flatnonzero
 
 P_OVER_I = 20.0
 """Proportional gain of the L0 controller as a multiple of its integral gain `l0_gain` (damping)."""
@@ -206,7 +205,7 @@ class PenaltySAE(PackedSAE):
         if not self.fast_step_ok(x_BD):
             return None
         mask_KBL = mask_fn()
-        pos_n = np.flatnonzero(mask_KBL)
+        pos_n = flatnonzero(mask_KBL)
         return Support(pos_n, *mask_KBL.shape) if len(pos_n) <= self.sparse_max_density * mask_KBL.size else None
 
     def pre_at(self, pre_KBL, x_BD, sup: Support, bias_KL=None) -> torch.Tensor:

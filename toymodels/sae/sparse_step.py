@@ -25,6 +25,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
+from torch.nn.functional import embedding_bag
 
 
 def csr(crow, col, vals, shape) -> torch.Tensor:
@@ -36,6 +37,30 @@ def csr(crow, col, vals, shape) -> torch.Tensor:
         warnings.simplefilter("ignore")
         t = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (crow, col, vals)]
         return torch.sparse_csr_tensor(*t, shape, check_invariants=False)
+
+
+def rows_mm(ptr, idx, vals, dense_ND) -> torch.Tensor:
+    """A·dense for the CSR matrix A (row pointers `ptr`, column indices `idx`, values `vals`; numpy or torch):
+    row r is Σ_{ptr[r] ≤ j < ptr[r+1]} vals_j · dense[idx_j]. An `embedding_bag` sum, ~3× MKL's CSR product
+    (`torch.mm` on a CSR tensor) on one thread at an SAE step's sizes (13k entries, D = 128: 41 against 124 µs)."""
+    ptr, idx, vals = (torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (ptr, idx, vals))
+    return embedding_bag(idx, dense_ND, ptr, mode="sum", per_sample_weights=vals.to(dense_ND.dtype).contiguous(),
+                         include_last_offset=True)
+
+
+def flatnonzero(mask: np.ndarray) -> np.ndarray:
+    """np.flatnonzero of a bool array, ~2× faster on a sparse one (an SAE step's masks: 2.5 % of [1024, 512] in
+    86 against 180 µs; numpy's own loop is slow there, by branch misses): the nonzero 8-byte words first, then
+    the nonzero bytes within them. Numpy's own where more than half the words are nonzero."""
+    m = np.ascontiguousarray(mask).reshape(-1)
+    if m.size % 8:
+        return np.flatnonzero(m)
+    w = m.view(np.uint64)
+    nz = np.flatnonzero(w != 0)
+    if 2 * nz.size > w.size:
+        return np.flatnonzero(m)
+    f = np.flatnonzero(w[nz].view(np.bool_))  # the bytes of the nonzero words, in memory order
+    return (nz[f >> 3] << 3) | (f & 7)
 
 
 def crow_of(sorted_rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -77,8 +102,9 @@ class SparseStep(torch.autograd.Function):
             # by (block, row, column): entries come by (row, column), so a stable sort by block (radix) suffices
             order = np.argsort(block_n.astype(np.int8 if P < 128 else np.int64), kind="stable")
             grow_n, row_n, col_n, v_n, pos_n = (a[order] for a in (grow_n, row_n, col_n, v_n, pos_n))
-        A = csr(crow_of(grow_n, P * K * B), col_n, v_n, (P * K * B, K * L))
-        part = torch.mm(A, W_dec_KLD.reshape(K * L, D)).view(P, K, B, D)
+        crow = crow_of(grow_n, P * K * B)
+        A = csr(crow, col_n, v_n, (P * K * B, K * L))  # its pattern samples ∂f in the backward
+        part = rows_mm(crow, col_n, v_n, W_dec_KLD.reshape(K * L, D)).view(P, K, B, D)
         recon_PKBD = cumsum0_(part).add_(b_dec_KD[:, None, :])
         recon = recon_PKBD[-1].clone() if P > 1 else recon_PKBD[0]
         err_PKBD = recon_PKBD.sub_(x_BD) if P > 1 else recon_PKBD - x_BD  # P > 1: no second [P, K, B, D]
@@ -105,15 +131,15 @@ class SparseStep(torch.autograd.Function):
             dr = cumsum0_(dr, reverse=True)  # block j's entries feed every prefix j' ≥ j
             db_dec = dr[0].sum(1)
             dr = dr.view(P * K * B, D)
-            # transposed pattern (sorted by latent): ∂W_dec = Aᵀ ∂x̂ and ∂W_encᵀ = ∂Fᵀ (x − b_dec) as CSR
+            # transposed pattern (sorted by latent): ∂W_dec = Aᵀ ∂x̂ and ∂W_encᵀ = ∂Fᵀ (x − b_dec) as sparse
             # products (pre = (x − b_dec) W_enc + b_enc; ∂b_dec's encoder part is added below)
             perm = np.argsort(col_n.astype(np.int16 if K * L < 2**15 else np.int64), kind="stable")
             crow_T = np.concatenate([[0], np.cumsum(cnt_L)])
-            dW_dec = (csr(crow_T, grow_n[perm], v_n[perm], (K * L, P * K * B)) @ dr).view(K, L, D)
+            dW_dec = rows_mm(crow_T, grow_n[perm], v_n[perm], dr).view(K, L, D)
             df_n = torch.sparse.sampled_addmm(ctx.A, dr, W_dec.reshape(K * L, D).T, beta=0.0).values()
             if g_pre is None:
-                FT = csr(crow_T, row_n[perm], df_n.numpy()[perm], (K * L, K * B))
-                dW_enc = (FT @ (x_BD - b_dec[:, None, :]).view(K * B, D)).view(K, L, D).transpose(1, 2)
+                s_ND = (x_BD - b_dec[:, None, :]).view(K * B, D)
+                dW_enc = rows_mm(crow_T, row_n[perm], df_n.numpy()[perm], s_ND).view(K, L, D).transpose(1, 2)
                 d_bias = torch.from_numpy(np.bincount(col_n, weights=df_n.numpy(), minlength=K * L))
                 d_bias = d_bias.to(W_enc.dtype).view(K, L)
         if g_pre is not None:
@@ -164,10 +190,14 @@ class Support:
         """CSR [K·B, K·L] with values v_n."""
         return csr(self._crow, self.col_n, v_n, (self.K * self.B, self.K * self.L))
 
-    def AT(self, v_n: torch.Tensor) -> torch.Tensor:
-        """CSR [K·L, K·B]: Aᵀ with values v_n."""
+    def mm(self, v_n: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """A(v_n)·dense, [K·B, D] (dense [K·L, D])."""
+        return rows_mm(self._crow, self.t["col"], v_n, dense)
+
+    def mmT(self, v_n: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """A(v_n)ᵀ·dense, [K·L, D] (dense [K·B, D])."""
         perm, crow = self._by_latent
-        return csr(crow, self.row_n[perm], v_n[torch.from_numpy(perm)], (self.K * self.L, self.K * self.B))
+        return rows_mm(crow, self.row_n[perm], v_n[torch.from_numpy(perm)], dense)
 
     def per_latent(self, v_n: torch.Tensor) -> torch.Tensor:
         """[K, L] sums of v_n per latent (float64 accumulation, as SparseStep's bias gradient)."""
@@ -201,7 +231,7 @@ class EncodeAt(torch.autograd.Function):
         sup = ctx.sup
         K, B, D = sup.K, sup.B, W_enc.shape[1]
         s_KBD = x_BD - b_dec[:, None, :] if ctx.sub_b_dec else x_BD.expand(K, B, D)
-        dW_enc = (sup.AT(g_n) @ s_KBD.reshape(K * B, D)).view(K, sup.L, D).transpose(1, 2)
+        dW_enc = sup.mmT(g_n, s_KBD.reshape(K * B, D)).view(K, sup.L, D).transpose(1, 2)
         d_bias = sup.per_latent(g_n)
         db_dec = -torch.bmm(W_enc, d_bias[:, :, None]).squeeze(-1) if ctx.sub_b_dec else None
         return None, None, dW_enc, d_bias, db_dec, None, None
@@ -214,10 +244,10 @@ class DecodeAt(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f_n, W_dec_KLD, b_dec_KD, sup: Support):
         K, L, D = W_dec_KLD.shape
-        A = sup.A(f_n.detach().contiguous())
+        f = f_n.detach().contiguous()
         ctx.save_for_backward(f_n, W_dec_KLD)
-        ctx.sup, ctx.A = sup, A
-        return torch.mm(A, W_dec_KLD.reshape(K * L, D)).view(K, sup.B, D).add_(b_dec_KD[:, None, :])
+        ctx.sup, ctx.A = sup, sup.A(f)  # A's pattern samples ∂f in the backward
+        return sup.mm(f, W_dec_KLD.reshape(K * L, D)).view(K, sup.B, D).add_(b_dec_KD[:, None, :])
 
     @staticmethod
     def backward(ctx, g_KBD):
@@ -228,7 +258,7 @@ class DecodeAt(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             df = torch.sparse.sampled_addmm(ctx.A, g, W_dec.reshape(K * L, D).T, beta=0.0).values()
         if ctx.needs_input_grad[1]:
-            dW = (sup.AT(f_n.detach().contiguous()) @ g).view(K, L, D)
+            dW = sup.mmT(f_n.detach().contiguous(), g).view(K, L, D)
         if ctx.needs_input_grad[2]:
             db = g_KBD.sum(1)
         return df, dW, db, None
@@ -257,7 +287,7 @@ def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
         m = L // G
         gmax_BG = torch.from_numpy(key_BL[:, :m * G]).view(B, m, G).amax(1).numpy()  # torch: faster reduce
         lb_B = np.partition(gmax_BG, G - k, axis=1)[:, G - k]
-        flat = np.flatnonzero(key_BL >= lb_B[:, None])
+        flat = flatnonzero(key_BL >= lb_B[:, None])
         row = flat // L
         cnt = np.bincount(row, minlength=B)
         C = int(cnt.max())
@@ -270,7 +300,7 @@ def row_top_k(key_BL: np.ndarray, k: int) -> np.ndarray:
             if out.size == B * k:  # else a tie at some row's k-th value: partition picks exactly k
                 return out
     kth_B = np.partition(key_BL, L - k, axis=1)[:, L - k]  # values only: ~2× faster than argpartition + sort
-    flat = np.flatnonzero(key_BL >= kth_B[:, None])
+    flat = flatnonzero(key_BL >= kth_B[:, None])
     if flat.size == B * k:
         return flat
     cols = np.sort(np.argpartition(key_BL, L - k, axis=1)[:, L - k:], axis=1)  # a tie at some row's k-th value
