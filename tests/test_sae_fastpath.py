@@ -317,3 +317,51 @@ def test_penalty_sparse_step_runs_only_below_its_density(variant, monkeypatch):
         m.coeff.clear()
         losses, _ = m.loss_terms(x, 0.5)
         assert "pre_act" in losses and calls == [1]
+
+
+@pytest.mark.parametrize("thr, stop_dup", [(0.0, False), (0.0, True), (1.0, True)])
+@pytest.mark.parametrize("streams", [False, True])
+def test_matching_pursuit_hand_backward_equals_autograd(thr, stop_dup, streams):
+    """Training's pursuit (`_TrainPursuit`: loss from the final residual, backward by hand through the residual
+    chain) against autograd through the recomputed-correlation pursuit and the decode; two SAEs per pack with
+    their own thresholds, samples that stop early (duplicates, threshold) and re-picks that add to a latent."""
+    cfgs = [SAEConfig(variant="matching_pursuit", d_in=16, d_sae=24, k=5, seed=i, residual_threshold=thr * (i + 1),
+                      stop_on_duplicate_support=stop_dup) for i in range(2)]
+    x = _x(128)[None].expand(2, -1, -1).clone() if not streams else torch.stack([_x(128, seed=s) for s in (0, 1)])
+    out = []
+    for gram in (True, False):
+        m = pack(cfgs)
+        m.gram_selection = gram
+        with torch.no_grad():
+            m.b_dec_KD.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+        losses, fired = m.loss_terms(x if streams else x[0], 0.5)
+        sum(losses.values()).sum().backward()
+        out.append((losses["mse"], fired, [p.grad for p in m.parameters()]))
+    (lf, ff, gf), (lr, fr, gr) = out
+    torch.testing.assert_close(lf, lr, rtol=1e-5, atol=1e-6)
+    assert torch.equal(ff, fr) and 0 < ff.sum() < 2 * 128 * 5  # some samples stop before 5 latents
+    for a, b in zip(gf, gr, strict=True):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_rows_mm_and_flatnonzero_match_their_references():
+    """`rows_mm` (embedding_bag) equals the CSR product, with empty rows; `flatnonzero` equals numpy's at every
+    density, for sizes that are and are not a multiple of 8 and for non-contiguous masks."""
+    import numpy as np
+
+    from toymodels.sae.sparse_step import csr, flatnonzero, rows_mm
+
+    rng = np.random.default_rng(0)
+    for density in (0.0, 0.003, 0.03, 0.3, 0.7, 1.0):
+        for shape in ((64, 40), (3, 5, 7), (8,), (1, 1024, 64)):
+            m = rng.random(shape) < density
+            assert np.array_equal(flatnonzero(m), np.flatnonzero(m))
+            assert np.array_equal(flatnonzero(m.swapaxes(0, -1)), np.flatnonzero(m.swapaxes(0, -1)))
+        mask = rng.random((64, 40)) < density
+        mask[5] = False  # an empty row
+        row, col = np.nonzero(mask)
+        ptr = np.concatenate([[0], np.cumsum(mask.sum(1))])
+        vals, dense = torch.randn(len(col)), torch.randn(40, 9)
+        want = torch.mm(csr(ptr, col, vals, (64, 40)), dense)
+        torch.testing.assert_close(rows_mm(ptr, col, vals, dense), want)
