@@ -86,6 +86,38 @@ def test_export_folds_normalisation_and_decoder_norms():
     assert fvu < 0.9  # reconstructs in the raw units, not the normalised ones
 
 
+def test_gated_live_aux_decoder_trains_it_and_exports_unit_rows():
+    """aux_decoder: live (SAELens's form): the auxiliary reconstruction's gradient reaches W_dec and b_dec as
+    decoder (frozen: b_dec only as the encoder's input shift), rows stay free; the export folds the norms into the
+    encoder side (unit rows, same function)."""
+    from toymodels.sae.train import fold_scale
+
+    X = _data()[:128]
+    grads = {}
+    for aux in ("frozen", "live"):
+        m = pack([_cfg("gated", seed=0, aux_decoder=aux)])
+        losses, _ = m.loss_terms(X, 0.5)
+        losses["aux"].sum().backward()
+        grads[aux] = (m.W_dec_KLD.grad, m.b_dec_KD.grad)
+        assert m.unit_norm_decoder == (aux == "frozen")
+    assert grads["frozen"][0] is None or not grads["frozen"][0].any()  # (b_dec: through the encoder input only)
+    assert grads["live"][0].abs().max() > 0 and not torch.allclose(grads["live"][1], grads["frozen"][1])
+    with pytest.raises(ConfigError, match="^aux_decoder:"):
+        _cfg("gated", aux_decoder="thawed")
+    m = pack([_cfg("gated", seed=0, aux_decoder="live")])
+    with torch.no_grad():
+        m.W_dec_KLD.mul_(torch.rand(1, 24, 1) + 0.5)
+        m.b_gate_KL.normal_(0.3, 0.3)
+        m.b_mag_KL.normal_(0, 0.3)
+        m.r_mag_KL.normal_(0, 0.3)
+    m.eval()
+    arch, t, extra = m.inference(0)
+    s = fold_scale(m.cfgs[0], arch, t, extra, 1.0, m.apply_b_dec_to_input, {})
+    torch.testing.assert_close(s.W_dec.norm(dim=1), torch.ones(24))
+    with torch.no_grad():
+        torch.testing.assert_close(s(X), m.decode(m.encode(X))[0], rtol=1e-5, atol=1e-5)
+
+
 def test_topk_rows_unit_norm_and_l0():
     X = _data()
     (s,) = train_saes([SAEConfig(variant="topk", d_in=16, d_sae=24, k=3)], X, TC)

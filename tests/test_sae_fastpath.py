@@ -229,7 +229,8 @@ def test_a_subclass_with_its_own_topk_takes_the_autograd_path():
 
 
 PENALTY_CASES = [("relu", {}), ("relu_april", {}), ("p_anneal", {}), ("p_anneal", {"sparsity_function": "Lp"}),
-                 ("gated", {}), ("jumprelu", {}), ("jumprelu", {"sparsity_loss": "tanh", "ste_to_input": True}),
+                 ("gated", {}), ("gated", {"aux_decoder": "live"}), ("jumprelu", {}),
+                 ("jumprelu", {"sparsity_loss": "tanh", "ste_to_input": True}),
                  ("jumprelu", {"sparsity_loss": "quadratic", "quadratic_l0": 3.0})]
 
 
@@ -247,7 +248,7 @@ def _penalty_step(fast, variant, kw, K, shift, x):
                 p.normal_(shift if name in ("b_enc_KL", "b_gate_KL") else 0.0, 0.3, generator=g)
             if name == "b_dec_KD":
                 p.normal_(0, 0.3, generator=g)
-            if name == "W_dec_KLD" and variant == "relu_april":
+            if name == "W_dec_KLD" and (variant == "relu_april" or kw.get("aux_decoder") == "live"):
                 p.mul_(torch.rand(p.shape[:2], generator=g)[..., None] + 0.5)  # decoder norms matter
     if variant == "p_anneal":
         m.schedule(0.8)  # p < 1: the queue records the penalty at the next p as well
@@ -277,7 +278,8 @@ def test_penalty_sparse_step_equals_autograd(variant, kw, K, shift):
         torch.testing.assert_close(torch.stack(mf.queue), torch.stack(mr.queue))
 
 
-@pytest.mark.parametrize("variant,kw", [("relu_april", {}), ("gated", {}), ("jumprelu", {"ste_to_input": True})])
+@pytest.mark.parametrize("variant,kw", [("relu_april", {}), ("gated", {}), ("gated", {"aux_decoder": "live"}),
+                                        ("jumprelu", {"ste_to_input": True})])
 def test_penalty_sparse_step_with_one_stream_per_sae(variant, kw):
     """[K, B, D] batches (each SAE its own stream) through the sparse step equal autograd."""
     x = torch.stack([_x(seed=s) for s in range(3)])
