@@ -48,7 +48,8 @@ def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False, stop_dup=True, re
     ints/floats or [K] tensors (per SAE: the step budget and the residual-norm stop). `gram`: track the
     correlations through W Wᵀ instead of recomputing r Wᵀ each step (training's fast path). `stop_dup` (bool
     or [K] bool tensor): a sample stops when a step re-picks one of its latents (else the value adds to it).
-    `resids`: a list that receives the residual before each step and the final one (`_TrainPursuit`)."""
+    `resids`: a list that receives the residual before each step and the final one (`_TrainPursuit`, which has
+    no use for the activations: they are then None)."""
     K, B, _ = s_KBD.shape
     L = W_KLD.shape[1]
     k_K = torch.as_tensor(k).expand(K)
@@ -89,7 +90,8 @@ def pursue(s_KBD, W_KLD, k, threshold=0.0, gram: bool = False, stop_dup=True, re
     if resids is not None:
         resids.append(resid)
     vals_KBk, idx_KBk = torch.stack(vals, -1), torch.stack(idxs, -1)
-    acts_KBL = torch.zeros(K, B, L, dtype=s_KBD.dtype).scatter_add(-1, idx_KBk, vals_KBk)
+    acts_KBL = None if resids is not None else \
+        torch.zeros(K, B, L, dtype=s_KBD.dtype).scatter_add(-1, idx_KBk, vals_KBk)
     return acts_KBL, vals_KBk, idx_KBk, torch.stack(news, -1)
 
 

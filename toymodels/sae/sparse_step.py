@@ -5,7 +5,8 @@ A variant supplies the selection: `sae.select_entries(pre_KBL)` returns, per SAE
 into its [B·L]) and values of the entries it keeps (the activations f), and a [K] tensor it wants back (BatchTopK:
 its batch threshold). With n kept entries (row k·B + b, column k·L + l of a block-diagonal [K·B, K·L] CSR matrix
 A), x̂ = A·W_dec + b_dec, ∂W_dec = Aᵀ·∂x̂, ∂f = (∂x̂·W_decᵀ) sampled at A's entries and ∂W_encᵀ = ∂Fᵀ·(x − b_dec):
-each O(n·D) instead of O(B·L·D), so the only dense product is the encoder's x·W_enc.
+each O(n·D) instead of O(B·L·D), so the only dense product is the encoder's x·W_enc. The products with A and Aᵀ
+are `embedding_bag` sums over A's rows (`rows_mm`); the sampled one is torch's `sampled_addmm` on A's CSR pattern.
 
 Nested prefixes (Matryoshka, `sae.step_prefixes()` → (sizes, [K, P] weights)): the loss is Σ_j w_j ‖x − x̂_j‖²
 with x̂_j = b_dec + the entries of latents < sizes[j]. Entry rows are then grouped by block (block j = latents
@@ -29,11 +30,11 @@ from torch.nn.functional import embedding_bag
 
 
 def csr(crow, col, vals, shape) -> torch.Tensor:
-    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted).
-    numpy indices become int32 where they fit: MKL's CSR products are ~10 % faster with them than int64."""
+    """A CSR tensor from numpy or torch index/value arrays (no invariant checks: callers build them sorted), for
+    `sampled_addmm`. numpy indices become int32 where they fit (MKL is ~10 % faster with them than int64)."""
     if isinstance(crow, np.ndarray) and isinstance(col, np.ndarray) and max(*shape, len(col)) < 2**31:
         crow, col = crow.astype(np.int32), col.astype(np.int32)
-    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta" (CPU spmm is MKL's, stable)
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta" (CPU kernels are MKL's, stable)
         warnings.simplefilter("ignore")
         t = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in (crow, col, vals)]
         return torch.sparse_csr_tensor(*t, shape, check_invariants=False)
@@ -217,7 +218,7 @@ class Support:
 class EncodeAt(torch.autograd.Function):
     """pre_n: the [K, B, L] pre-activations pre = s·W_enc + b_enc (s = x − b_dec, or x; computed outside,
     detached) at a `Support`'s entries. Backward from ∂pre_n alone: ∂W_encᵀ = ∂Preᵀ·s and ∂b_enc (per-latent
-    sums) as CSR products, ∂b_dec = −W_enc·∂b_enc (when s = x − b_dec)."""
+    sums) as sparse products, ∂b_dec = −W_enc·∂b_enc (when s = x − b_dec)."""
 
     @staticmethod
     def forward(ctx, pre_KBL, x_BD, W_enc_KDL, b_enc_KL, b_dec_KD, sup: Support, sub_b_dec: bool):
