@@ -533,9 +533,9 @@ def pareto_figure(df: pd.DataFrame):
 
     fig, axes = plt.subplots(1, 3, figsize=(14.5, 4), layout="constrained")
     variants = list(dict.fromkeys(df["variant"]))
-    palette = [*plt.get_cmap("tab10").colors, "black", "gold"]  # 12 distinct; tab20's pairs look alike
+    palette = [*plt.get_cmap("tab10").colors, "black", "gold", "teal", "navy"]  # 14 distinct; tab20's pairs look alike
     colors = {v: palette[i % len(palette)] for i, v in enumerate(variants)}
-    markers = {v: "osD^vPX*<>hp"[i % 12] for i, v in enumerate(variants)}
+    markers = {v: "osD^vPX*<>hpdH"[i % 14] for i, v in enumerate(variants)}
     for ax, (metric, label) in zip(axes, PARETO, strict=True):
         for (v, w), g in df.groupby(["variant", "width"], sort=False):
             m = g.sort_values("l0")
