@@ -153,6 +153,7 @@ def test_train_config_errors_name_the_field(kw, field):
 @pytest.mark.parametrize("kw, field", [
     ({"hidden_bias": -0.1}, "hidden_bias"), ({"model": "hidden_relu", "hidden_bias": "x"}, "hidden_bias"),
     ({"model": "hidden_relu", "hidden_bias": [0, 1], "density": [[1], [0.5], [0.1]]}, "hidden_bias"),
+    ({"model": "hidden_relu", "hidden_bias": [[0.0], [0.0, 0.0]]}, "hidden_bias"),  # ragged (found by the fuzz test)
     ({"normalize": 1}, "normalize"),
 ])
 def test_toy_config_errors_name_the_field(kw, field):

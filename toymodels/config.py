@@ -73,8 +73,9 @@ class ToyConfig:
         check(_is_num(self.child_prob) and 0 < self.child_prob <= 1, "child_prob", "in (0, 1]", self.child_prob)
         check(isinstance(self.normalize, bool), "normalize", "true or false", self.normalize)
         if self.hidden_bias is not None:
-            hb = np.asarray(_plain(self.hidden_bias), dtype=object).reshape(-1)
-            ok = np.ndim(_plain(self.hidden_bias)) <= 1 and hb.size >= 1 and all(_is_num(v) for v in hb)
+            arr = np.asarray(_plain(self.hidden_bias), dtype=object)  # object: a ragged list is not a numpy error
+            hb = arr.reshape(-1)
+            ok = arr.ndim <= 1 and hb.size >= 1 and all(_is_num(v) for v in hb)
             check(ok and self.model in ("hidden_relu", "abs_value"), "hidden_bias",
                   "null, or a number or [instance] list of numbers, with model hidden_relu or abs_value",
                   self.hidden_bias)
